@@ -1,0 +1,202 @@
+"""The ``actclust`` command line.
+
+Every user-facing failure is an :class:`~actclust.errors.ActclustError`: the command prints
+its message and exits with status 2 instead of a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from .errors import ActclustError
+
+EXIT_USAGE = 2
+EXIT_BAD_STORE = 1
+
+
+def main(argv=None) -> int:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return EXIT_USAGE
+    try:
+        return args.func(args) or 0
+    except ActclustError as err:
+        print(f"actclust: error: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("actclust: interrupted; finished shards are kept: rerun with --resume",
+              file=sys.stderr)
+        return 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="actclust", description="Capture activations, find their clusters, compare "
+        "them with linear probes.")
+    parser.add_argument("--version", action="version", version=f"actclust {__version__}")
+    sub = parser.add_subparsers(metavar="COMMAND")
+
+    p = sub.add_parser("models", help="list bundled models, or the hook names of one")
+    p.add_argument("model", nargs="?", help="a bundled name or a Hugging Face directory")
+    p.add_argument("--all", action="store_true",
+                   help="also list plain module paths, not only TransformerLens names")
+    p.set_defaults(func=cmd_models)
+
+    p = sub.add_parser("datasets", help="list the bundled datasets")
+    p.set_defaults(func=cmd_datasets)
+
+    p = sub.add_parser("capture", help="capture activations into a store")
+    p.add_argument("--model", required=True, help="minilm, digits-mlp, or a HF model directory")
+    p.add_argument("--dataset", required=True,
+                   help="a bundled dataset name or a .jsonl/.csv/.parquet file")
+    p.add_argument("--text-column", default="text", help="text column of a file (default text)")
+    p.add_argument("--layers", required=True,
+                   help="hook names or globs, comma-separated (blocks.*.hook_resid_post)")
+    p.add_argument("--pool", default="none", choices=["none", "mean", "last", "cls"],
+                   help="none: one row per token; else one row per document")
+    p.add_argument("--out", required=True, help="store directory to create")
+    p.add_argument("--limit", type=int, help="only the first N documents")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
+    p.add_argument("--max-length", type=int, help="truncate texts to this many tokens")
+    p.add_argument("--exclude-special", action="store_true",
+                   help="leave special tokens ([CLS], [SEP]) out of rows and pools")
+    p.add_argument("--shard-rows", type=int, default=None, help="rows per shard file")
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--resume", action="store_true", help="finish an interrupted capture")
+    group.add_argument("--overwrite", action="store_true", help="replace an existing store")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_capture)
+
+    p = sub.add_parser("info", help="what a store holds")
+    p.add_argument("store")
+    p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("verify", help="recompute checksums, check shapes and row alignment")
+    p.add_argument("store")
+    p.set_defaults(func=cmd_verify)
+
+    p = sub.add_parser("demo", help="the whole pipeline on the bundled MiniLM and topics")
+    p.add_argument("--out", default="actclust-demo", help="output directory")
+    p.add_argument("--limit", type=int, default=None, help="documents to use (default all)")
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def cmd_models(args) -> int:
+    from .models import BUNDLED, load_target
+
+    if not args.model:
+        print("bundled models (also: any Hugging Face model directory, or in Python a "
+              "TransformerBridge or nn.Module):")
+        for name, desc in BUNDLED.items():
+            print(f"  {name:<12} {desc}")
+        print("\n`actclust models NAME` lists its hook names.")
+        return 0
+    target = load_target(args.model)
+    names = target.hook_names(include_modules=args.all or target.kind == "module")
+    print(f"{target.name}: {len(names)} hook points (globs like 'blocks.*.hook_resid_post' "
+          "select many)")
+    for name in names:
+        point = target.hook_points[name]
+        where = "" if name == point.module_path else \
+            f"  <- {point.where} of {point.module_path}"
+        print(f"  {name}{where}")
+    return 0
+
+
+def cmd_datasets(args) -> int:
+    from .data import available
+
+    print("bundled datasets (generated, no downloads):")
+    for name, desc in available().items():
+        print(f"  {name:<8} {desc}")
+    print("\nAlso: --dataset FILE.jsonl|.csv|.parquet with a text column (--text-column).")
+    return 0
+
+
+def cmd_capture(args) -> int:
+    from .capture import DEFAULT_SHARD_ROWS, capture
+
+    store = capture(args.model, args.dataset, args.layers, pool=args.pool, out=args.out,
+                    batch_size=args.batch_size, device=args.device, dtype=args.dtype,
+                    max_length=args.max_length, exclude_special=args.exclude_special,
+                    limit=args.limit, shard_rows=args.shard_rows or DEFAULT_SHARD_ROWS,
+                    resume=args.resume, overwrite=args.overwrite, progress=not args.quiet,
+                    text_column=args.text_column)
+    print(f"wrote {len(store)} rows x {len(store.layers)} layers to {store.root}")
+    return 0
+
+
+def describe(store) -> str:
+    """A human summary of a store (``actclust info``)."""
+    m = store.manifest
+    cap = m["capture"]
+    lines = [
+        f"store      {store.root}",
+        f"complete   {m['complete']}",
+        f"model      {m['model']['name']} ({m['model'].get('kind', '?')}, "
+        f"config {m['model'].get('config_hash', '?')})",
+        f"dataset    {m['dataset']['name']} ({m['dataset']['n_docs']} docs, "
+        f"sha256 {m['dataset']['fingerprint'][:12]})",
+        f"capture    pool={cap['pool']} dtype={cap['storage_dtype']} "
+        f"max_length={cap['max_length']} exclude_special={cap['exclude_special']} "
+        f"truncated_docs={cap['truncated_docs']}",
+        f"rows       {m['n_rows']}",
+        f"size       {_human_bytes(store.size_bytes())}",
+        f"written by actclust {m['actclust_version']} on {m['created']}",
+        "layers:",
+    ]
+    for name, info in m["layers"].items():
+        shape = "x".join(map(str, info["shape"])) if info["shape"] else "?"
+        lines.append(f"  {name:<32} {shape:>14}  {info['dtype']:<8} "
+                     f"{len(info['shards'])} shard(s)")
+    return "\n".join(lines)
+
+
+def _human_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
+        n /= 1024
+    return f"{n:.1f} TiB"
+
+
+def cmd_info(args) -> int:
+    from .store import ActivationStore
+
+    print(describe(ActivationStore(args.store, allow_incomplete=True)))
+    return 0
+
+
+def cmd_verify(args) -> int:
+    from .store import verify_store
+
+    problems = verify_store(args.store)
+    if problems:
+        for problem in problems:
+            print(f"BAD  {problem}", file=sys.stderr)
+        print(f"{args.store}: {len(problems)} problem(s) found", file=sys.stderr)
+        return EXIT_BAD_STORE
+    print(f"{args.store}: OK (every shard matches its checksum, shapes and rows align)")
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from .demo import run_demo
+
+    run_demo(Path(args.out), limit=args.limit)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

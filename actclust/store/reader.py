@@ -1,0 +1,382 @@
+"""Reading a store: memory-mapped layers, the row table, labels, batches and torch loaders."""
+
+from __future__ import annotations
+
+import hashlib
+from functools import cached_property
+from pathlib import Path
+from typing import Iterator, Optional
+
+import numpy as np
+import pandas as pd
+
+from ..errors import ActclustError, closest
+from . import format as fmt
+
+
+class ActivationStore:
+    """A captured store on disk: ``store.layer(name)`` gives the activations of one layer.
+
+    Args:
+        root: the store directory written by :func:`actclust.capture`.
+        allow_incomplete: open a store whose capture was interrupted (for inspection);
+            by default that is an error that says how to resume.
+
+    Example:
+        >>> import actclust, tempfile
+        >>> out = tempfile.mkdtemp() + "/store"
+        >>> store = actclust.capture("minilm", ["a cat", "a dog"], "blocks.0.hook_out",
+        ...                          pool="mean", out=out, progress=False)
+        >>> store.layers, len(store), store.layer("blocks.0.hook_out").shape
+        (['blocks.0.hook_out'], 2, (2, 384))
+    """
+
+    def __init__(self, root, allow_incomplete: bool = False):
+        self.root = Path(root)
+        self.manifest = fmt.read_manifest(self.root)
+        if not self.manifest["complete"] and not allow_incomplete:
+            done = len(self.manifest.get("shards_done", []))
+            raise ActclustError(
+                f"store {self.root} is incomplete: its capture stopped after {done} of "
+                f"{len(self.manifest['plan'])} shards. Run the same capture again with "
+                "--resume to finish it.")
+
+    def __repr__(self) -> str:
+        return (f"ActivationStore({str(self.root)!r}, model={self.model_name!r}, "
+                f"dataset={self.manifest['dataset']['name']!r}, rows={len(self)}, "
+                f"layers={self.layers})")
+
+    def __len__(self) -> int:
+        return int(self.manifest["n_rows"])
+
+    @property
+    def complete(self) -> bool:
+        return bool(self.manifest["complete"])
+
+    @property
+    def layers(self) -> list[str]:
+        """Captured layer names, in capture order."""
+        return list(self.manifest["layers"])
+
+    @property
+    def model_name(self) -> str:
+        return self.manifest["model"]["name"]
+
+    def layer(self, name: str) -> "LayerView":
+        """The activations of one layer as a memory-mapped, sliceable view."""
+        if name not in self.manifest["layers"]:
+            raise ActclustError(f"layer {name!r} is not in store {self.root}; it holds "
+                                f"{', '.join(self.layers)} ({closest(name, self.layers)})")
+        return LayerView(self, name)
+
+    def __getitem__(self, name: str) -> "LayerView":
+        return self.layer(name)
+
+    @cached_property
+    def docs(self) -> pd.DataFrame:
+        """One row per document: ``doc_id``, text and document-level labels."""
+        return pd.read_parquet(self.root / fmt.DOCS)
+
+    @cached_property
+    def rows(self) -> pd.DataFrame:
+        """One row per stored vector, joined with its document's labels.
+
+        Row ``i`` describes row ``i`` of every layer: ``row``, ``doc_id``, ``position``
+        and ``token`` (token-level stores), token-level label columns, then the
+        document's columns (``text`` and labels).
+        """
+        rows = pd.read_parquet(self.root / fmt.ROWS)
+        docs = self.docs
+        extra = [c for c in docs.columns if c == "doc_id" or c not in rows.columns]
+        return rows.merge(docs[extra], on="doc_id", how="left", validate="many_to_one")
+
+    @property
+    def label_columns(self) -> list[str]:
+        """Columns of :attr:`rows` usable as labels (everything but ids, text, tokens)."""
+        skip = {"row", "doc_id", "position", "token", "token_id", "text"}
+        return [c for c in self.rows.columns if c not in skip]
+
+    def labels(self, column: str) -> np.ndarray:
+        """Values of a label column, one per row, aligned with every layer.
+
+        Example:
+            >>> store.labels("topic")[:3]  # doctest: +SKIP
+            array(['sports', 'sports', 'cooking'], dtype=object)
+        """
+        rows = self.rows
+        if column not in rows.columns:
+            raise ActclustError(f"label column {column!r} is not in store {self.root}; "
+                                f"label columns: {', '.join(self.label_columns)}")
+        return rows[column].to_numpy()
+
+    def size_bytes(self) -> int:
+        """Bytes on disk taken by the whole store directory."""
+        return sum(p.stat().st_size for p in self.root.rglob("*") if p.is_file())
+
+    def verify(self) -> list[str]:
+        """Recompute checksums and check shapes and row alignment; returns the problems.
+
+        An empty list means the store is intact.
+        """
+        return verify_store(self.root)
+
+
+class LayerView:
+    """One layer of a store, read lazily from its memory-mapped shards.
+
+    Index it like an array (``view[10:20]``, ``view[[3, 1]]``, ``view[mask]``), turn it
+    into one array with :meth:`to_numpy`, stream it with :meth:`iter_batches`, or feed it
+    to torch with :meth:`dataloader`. ``np.asarray(view)`` works, so scikit-learn takes it.
+    bfloat16 layers are widened to float32 when read.
+    """
+
+    def __init__(self, store: ActivationStore, name: str):
+        self.store = store
+        self.name = name
+        info = store.manifest["layers"][name]
+        self.storage_dtype = info["dtype"]
+        self._dir = store.root / fmt.LAYERS_DIR / fmt.layer_dir_name(name)
+        self._shard_info = info["shards"]
+        self.shape = tuple(info["shape"]) if info["shape"] else (0,)
+        counts = [s["rows"] for s in self._shard_info]
+        self._offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+
+    def __repr__(self) -> str:
+        return f"LayerView({self.name!r}, shape={self.shape}, dtype={self.storage_dtype})"
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    @property
+    def dtype(self) -> np.dtype:
+        """The dtype arrays come back in (float32 for bfloat16 storage)."""
+        return np.dtype(np.float32 if self.storage_dtype == "bfloat16"
+                        else fmt.STORAGE_DTYPES[self.storage_dtype])
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    @cached_property
+    def shards(self) -> list[np.memmap]:
+        """One read-only memory map per shard file, in row order."""
+        maps = []
+        for info in self._shard_info:
+            path = self._dir / info["file"]
+            try:
+                arr = np.load(path, mmap_mode="r")
+            except FileNotFoundError:
+                raise ActclustError(f"shard {path} is missing; run `actclust verify "
+                                    f"{self.store.root}` and capture again") from None
+            except ValueError as err:
+                raise ActclustError(f"shard {path} is damaged ({err}); run `actclust "
+                                    f"verify {self.store.root}`") from None
+            if arr.shape[0] != info["rows"]:
+                raise ActclustError(f"shard {path} has {arr.shape[0]} rows, the manifest "
+                                    f"says {info['rows']}; run `actclust verify`")
+            maps.append(arr)
+        return maps
+
+    def _decode(self, arr: np.ndarray) -> np.ndarray:
+        return fmt.decode(arr, self.storage_dtype)
+
+    def to_numpy(self) -> np.ndarray:
+        """The whole layer as one array.
+
+        A one-shard layer (the default up to ``shard_rows`` rows) comes back as a read-only
+        memory map, so nothing is loaded until touched. A layer of several shards is
+        concatenated in memory; for layers larger than memory use :meth:`iter_batches`.
+        bfloat16 layers are decoded to float32 in memory.
+        """
+        if len(self.shards) == 1 and self.storage_dtype != "bfloat16":
+            return self.shards[0]
+        if not self.shards:
+            return np.zeros(self.shape, self.dtype)
+        return self._decode(np.concatenate(self.shards))
+
+    def __array__(self, dtype=None, copy=None):
+        arr = self.to_numpy()
+        return np.asarray(arr, dtype=dtype) if dtype is not None else np.asarray(arr)
+
+    def _take(self, rows: np.ndarray) -> np.ndarray:
+        """Gather rows (int64 indices, any order) across shards."""
+        out = np.empty((len(rows), *self.shape[1:]), fmt.STORAGE_DTYPES[self.storage_dtype])
+        shard_of = np.searchsorted(self._offsets, rows, side="right") - 1
+        for s in np.unique(shard_of):
+            where = np.nonzero(shard_of == s)[0]
+            local = rows[where] - self._offsets[s]
+            order = np.argsort(local, kind="stable")  # sorted reads are kinder to mmap
+            out[where[order]] = self.shards[s][local[order]]
+        return self._decode(out)
+
+    def __getitem__(self, key):
+        rest = ()
+        if isinstance(key, tuple):
+            key, rest = key[0], key[1:]
+        n = len(self)
+        if isinstance(key, (int, np.integer)):
+            index = int(key) + n if key < 0 else int(key)
+            if not 0 <= index < n:
+                raise IndexError(f"row {key} out of range for layer of {n} rows")
+            result = self._take(np.array([index]))[0]
+        elif isinstance(key, slice):
+            start, stop, step = key.indices(n)
+            if step == 1:
+                result = self._slice(start, stop)
+            else:
+                result = self._take(np.arange(start, stop, step, dtype=np.int64))
+        else:
+            key = np.asarray(key)
+            if key.dtype == bool:
+                if key.shape != (n,):
+                    raise IndexError(f"boolean index of shape {key.shape} for {n} rows")
+                key = np.nonzero(key)[0]
+            key = key.astype(np.int64)
+            if key.size and (key.min() < -n or key.max() >= n):
+                raise IndexError(f"row index out of range for layer of {n} rows")
+            result = self._take(np.where(key < 0, key + n, key))
+        return result[(slice(None), *rest)] if rest else result
+
+    def _slice(self, start: int, stop: int) -> np.ndarray:
+        pieces = []
+        for s, shard in enumerate(self.shards):
+            lo, hi = self._offsets[s], self._offsets[s + 1]
+            if hi <= start or lo >= stop:
+                continue
+            pieces.append(shard[max(start - lo, 0):min(stop, hi) - lo])
+        if not pieces:
+            return np.zeros((0, *self.shape[1:]), self.dtype)
+        return self._decode(pieces[0] if len(pieces) == 1 else np.concatenate(pieces))
+
+    def iter_batches(self, batch_size: int = 4096, shuffle: bool = False, seed: int = 0,
+                     labels: Optional[str] = None, dtype=None) -> Iterator:
+        """Yield the layer in batches of ``batch_size`` rows (the last may be shorter).
+
+        With ``shuffle=True`` the row order is a permutation drawn from ``seed``; with
+        ``labels="topic"`` each item is ``(X, y)`` with that label column.
+
+        Example:
+            >>> for X, y in view.iter_batches(256, shuffle=True, labels="topic"):  # doctest: +SKIP
+            ...     ...
+        """
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        y_all = self.store.labels(labels) if labels is not None else None
+        n = len(self)
+        order = np.random.default_rng(seed).permutation(n) if shuffle else None
+        for start in range(0, n, batch_size):
+            if order is None:
+                X = self._slice(start, min(start + batch_size, n))
+                idx = slice(start, start + len(X))
+            else:
+                idx = order[start:start + batch_size]
+                X = self._take(idx)
+            if dtype is not None:
+                X = X.astype(dtype, copy=False)
+            yield X if y_all is None else (X, y_all[idx])
+
+    def torch_dataset(self, batch_size: int = 4096, shuffle: bool = False, seed: int = 0,
+                      labels: Optional[str] = None):
+        """A torch ``IterableDataset`` of float32 batches (split across DataLoader workers)."""
+        return _LayerIterable(self, batch_size, shuffle, seed, labels)
+
+    def dataloader(self, batch_size: int = 4096, shuffle: bool = False, seed: int = 0,
+                   labels: Optional[str] = None, num_workers: int = 0):
+        """A torch ``DataLoader`` yielding float32 tensors of ``batch_size`` rows.
+
+        Example:
+            >>> for xb in view.dataloader(512, shuffle=True):  # doctest: +SKIP
+            ...     loss = model(xb)
+        """
+        import torch.utils.data
+
+        return torch.utils.data.DataLoader(
+            self.torch_dataset(batch_size, shuffle, seed, labels), batch_size=None,
+            num_workers=num_workers)
+
+
+def _torch_iterable_base():
+    import torch.utils.data
+
+    return torch.utils.data.IterableDataset
+
+
+class _LayerIterable(_torch_iterable_base()):
+    def __init__(self, view: LayerView, batch_size, shuffle, seed, labels):
+        self.view, self.batch_size, self.shuffle = view, batch_size, shuffle
+        self.seed, self.labels, self.epoch = seed, labels, 0
+
+    def __iter__(self):
+        import torch
+
+        info = torch.utils.data.get_worker_info()
+        worker, n_workers = (info.id, info.num_workers) if info else (0, 1)
+        # A new permutation each epoch, the same for every worker so their parts don't overlap.
+        batches = self.view.iter_batches(self.batch_size, self.shuffle,
+                                         self.seed + self.epoch, self.labels, np.float32)
+        self.epoch += 1
+        for i, item in enumerate(batches):
+            if i % n_workers != worker:
+                continue
+            if self.labels is None:
+                yield torch.from_numpy(np.ascontiguousarray(item))
+            else:
+                yield torch.from_numpy(np.ascontiguousarray(item[0])), item[1]
+
+    def __len__(self):
+        return -(-len(self.view) // self.batch_size)
+
+
+def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def verify_store(root) -> list[str]:
+    """Check every shard against the manifest; returns one message per problem found."""
+    root = Path(root)
+    manifest = fmt.read_manifest(root)
+    problems = []
+    if not manifest["complete"]:
+        problems.append(f"{root}: capture incomplete ({len(manifest.get('shards_done', []))}"
+                        f" of {len(manifest['plan'])} shards); resume it with --resume")
+    n_rows = manifest["n_rows"]
+    if manifest["complete"]:
+        try:
+            rows = pd.read_parquet(root / fmt.ROWS, columns=["row"])
+            if len(rows) != n_rows:
+                problems.append(f"{fmt.ROWS}: {len(rows)} rows, manifest says {n_rows}")
+        except Exception as err:  # any parquet failure means a damaged table
+            problems.append(f"{fmt.ROWS}: unreadable ({err})")
+    for name, info in manifest["layers"].items():
+        layer_dir = root / fmt.LAYERS_DIR / fmt.layer_dir_name(name)
+        total = 0
+        for shard in info["shards"]:
+            path = layer_dir / shard["file"]
+            label = f"{fmt.LAYERS_DIR}/{name}/{shard['file']}"
+            total += shard["rows"]
+            if not path.exists():
+                problems.append(f"{label}: missing")
+                continue
+            if sha256_file(path) != shard["sha256"]:
+                problems.append(f"{label}: checksum mismatch (file changed or damaged)")
+                continue
+            try:
+                arr = np.load(path, mmap_mode="r")
+            except ValueError as err:
+                problems.append(f"{label}: not a valid .npy file ({err})")
+                continue
+            if arr.shape[0] != shard["rows"]:
+                problems.append(f"{label}: {arr.shape[0]} rows, manifest says {shard['rows']}")
+            if info["shape"] and list(arr.shape[1:]) != list(info["shape"][1:]):
+                problems.append(f"{label}: row shape {list(arr.shape[1:])}, layer is "
+                                f"{info['shape'][1:]}")
+            if arr.dtype != fmt.STORAGE_DTYPES[info["dtype"]]:
+                problems.append(f"{label}: dtype {arr.dtype}, manifest says {info['dtype']}")
+        if manifest["complete"] and total != n_rows:
+            problems.append(f"{fmt.LAYERS_DIR}/{name}: its shards list {total} rows, "
+                            f"the store has {n_rows} (row alignment broken)")
+    return problems
