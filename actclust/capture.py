@@ -99,8 +99,8 @@ def capture(model, dataset, layers, pool: str = "none", out=None, batch_size: in
     if batch_size < 1 or shard_rows < 1:
         raise ActclustError("batch_size and shard_rows must be at least 1")
     device = resolve_device(device)
+    ds = as_dataset(dataset, text_column=text_column, labels=labels)  # cheap checks first
     target = load_target(model, tokenizer=tokenizer, device=device)
-    ds = as_dataset(dataset, text_column=text_column, labels=labels)
     if limit is not None:
         if limit < 1:
             raise ActclustError(f"limit must be at least 1, got {limit}")

@@ -190,7 +190,9 @@ def _tokenizer_for(model):
 def _load_hf_path(path: Path, device: str) -> Target:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from transformers import AutoModel, AutoTokenizer
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.disable_progress_bar()  # our own bar is the one that matters
     if not (Path(path) / "config.json").exists():
         raise ActclustError(f"{path} is not a Hugging Face model directory (no config.json)")
     try:

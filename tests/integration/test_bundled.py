@@ -1,0 +1,61 @@
+"""The bundled targets and datasets captured end to end: token labels, digits-mlp, topics."""
+
+import numpy as np
+import pytest
+import torch
+
+import actclust
+from actclust.digits_mlp import load_digits_mlp
+
+
+def test_tokens_dataset_gets_token_level_labels(tmp_path):
+    store = actclust.capture("minilm", "tokens", "blocks.2.hook_out", limit=40,
+                             out=tmp_path / "s", progress=False)
+    rows = store.rows
+    assert {"token_kind", "pos", "position_bucket"} <= set(store.label_columns)
+    assert len(rows) == len(store.layer("blocks.2.hook_out"))
+    special = rows["token"].isin(["[CLS]", "[SEP]"])
+    assert (rows.loc[special, "token_kind"] == "special").all()
+    assert (rows.loc[rows["token"] == ".", "token_kind"] == "punctuation").all()
+    digits = rows["token"].str.fullmatch(r"\d+")
+    assert digits.any() and (rows.loc[digits, "token_kind"] == "digit").all()
+    assert (rows.loc[rows["token"].str.startswith("##"), "token_kind"]
+            .isin(["word_continuation", "digit"])).all()
+    assert set(rows.loc[rows["position"] == 0, "position_bucket"]) == {"0"}
+    assert rows["pos"].nunique() >= 8
+
+
+def test_topics_pooled_store_has_topic_and_template_labels(tmp_path):
+    store = actclust.capture("minilm", "topics", "blocks.*.hook_out", pool="mean", limit=64,
+                             out=tmp_path / "s", progress=False)
+    assert len(store) == 64 and len(store.layers) == 6
+    assert store.labels("topic").shape == (64,) and store.rows["template"].nunique() > 10
+    assert store.manifest["dataset"]["name"] == "topics"
+
+
+def test_digits_mlp_is_trained_cached_and_captured(tmp_path, monkeypatch):
+    monkeypatch.setenv("ACTCLUST_CACHE", str(tmp_path / "cache"))
+    model = load_digits_mlp()
+    assert model.info["test_accuracy"] > 0.9
+    cached = list((tmp_path / "cache").glob("digits-mlp-*.pt"))
+    assert len(cached) == 1
+    again = load_digits_mlp()  # from the cache: identical weights
+    for a, b in zip(model.state_dict().values(), again.state_dict().values()):
+        assert torch.equal(a, b)
+    store = actclust.capture("digits-mlp", "digits", ["relu1", "relu2"], out=tmp_path / "s",
+                             progress=False)
+    assert store.layer("relu1").shape == (1797, 128) and store.layer("relu2").shape == (1797, 64)
+    from sklearn.datasets import load_digits
+
+    X = torch.tensor(load_digits().data[:5] / 16.0, dtype=torch.float32)
+    with torch.no_grad():
+        want = model.relu2(model.fc2(model.relu1(model.fc1(X)))).numpy()
+    np.testing.assert_allclose(store.layer("relu2")[:5], want, atol=1e-5)
+    assert store.labels("digit")[:5].tolist() == load_digits().target[:5].tolist()
+
+
+def test_text_model_refuses_array_dataset(tmp_path):
+    from actclust.errors import ActclustError
+
+    with pytest.raises(ActclustError, match="minilm reads text, but dataset 'digits'"):
+        actclust.capture("minilm", "digits", "blocks.0.hook_out", out=tmp_path / "s")
