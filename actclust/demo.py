@@ -9,11 +9,12 @@ import numpy as np
 import pandas as pd
 
 SEEDS = (0, 1, 2, 3, 4)
+LABELS = ("topic", "template")
 
 
 def run_demo(out: Path, limit: Optional[int] = None) -> pd.DataFrame:
     """Capture mean-pooled block outputs of MiniLM on ``topics``, verify the store, and
-    measure per layer how well k-means clusters line up with the topic label.
+    measure per layer how well k-means clusters line up with the topic and template labels.
 
     Re-running finishes or reuses the store already in ``out``.
 
@@ -37,31 +38,34 @@ def run_demo(out: Path, limit: Optional[int] = None) -> pd.DataFrame:
     problems = verify_store(store_dir)
     if problems:
         raise ActclustError("store failed verification: " + "; ".join(problems))
-    topics = store.labels("topic")
-    k = len(np.unique(topics))
-    print(f"[3/3] k-means (k={k}, {len(SEEDS)} seeds) on each layer against the topic label")
+    labels = {name: store.labels(name) for name in LABELS}
+    print(f"[3/3] k-means ({len(SEEDS)} seeds, k = number of classes) on each layer against "
+          f"the {' and '.join(LABELS)} labels")
     records = []
     for layer in store.layers:
         X = np.ascontiguousarray(store.layer(layer).to_numpy(), dtype=np.float32)
-        for seed in SEEDS:
-            km = faiss.Kmeans(X.shape[1], k, niter=25, nredo=3, seed=seed, verbose=False)
-            km.train(X)
-            labels = km.index.search(X, 1)[1].ravel()
-            records += [{"layer": layer, "method": "kmeans", "label": "topic",
-                         "metric": metric, "seed": seed, "value": value}
-                        for metric, value in (
-                            ("nmi", normalized_mutual_info_score(topics, labels)),
-                            ("ari", adjusted_rand_score(topics, labels)))]
+        for label, y in labels.items():
+            k = len(np.unique(y))
+            for seed in SEEDS:
+                km = faiss.Kmeans(X.shape[1], k, niter=25, nredo=3, seed=seed, verbose=False)
+                km.train(X)
+                found = km.index.search(X, 1)[1].ravel()
+                records += [{"layer": layer, "method": "kmeans", "label": label,
+                             "metric": metric, "seed": seed, "value": value}
+                            for metric, value in (
+                                ("nmi", normalized_mutual_info_score(y, found)),
+                                ("ari", adjusted_rand_score(y, found)))]
     table = pd.DataFrame.from_records(records)
-    table.to_csv(out / "kmeans_vs_topic.csv", index=False)
-    summary = table.groupby(["layer", "metric"], sort=False)["value"].agg(["mean", "std"])
-    summary = summary.unstack("metric")
-    print("\nk-means clusters vs topic labels, mean ± sd over seeds:")
-    print(f"  {'layer':<20} {'NMI':>15} {'ARI':>15}")
+    results = out / "kmeans_vs_labels.csv"
+    table.to_csv(results, index=False)
+    summary = table.groupby(["layer", "label", "metric"], sort=False)["value"] \
+        .agg(["mean", "std"])
+    print("\nk-means clusters vs labels: NMI, mean ± sd over seeds")
+    print(f"  {'layer':<20}" + "".join(f"{label:>18}" for label in LABELS))
     for layer in store.layers:
-        row = summary.loc[layer]
-        print(f"  {layer:<20} {row[('mean', 'nmi')]:7.3f} ± {row[('std', 'nmi')]:.3f}"
-              f" {row[('mean', 'ari')]:7.3f} ± {row[('std', 'ari')]:.3f}")
+        cells = [summary.loc[(layer, label, "nmi")] for label in LABELS]
+        print(f"  {layer:<20}" + "".join(f"{c['mean']:10.3f} ± {c['std']:.3f}" for c in cells))
+    print("(template: which of the sentence templates a text came from; topic: its subject)")
     print(f"\noutput: {out.resolve()}\n  store:   {store_dir.resolve()}"
-          f"\n  results: {(out / 'kmeans_vs_topic.csv').resolve()}")
+          f"\n  results: {results.resolve()}")
     return table

@@ -8,10 +8,12 @@ rows of an uninterrupted one.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import os
 import shutil
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -47,6 +49,7 @@ class ShardWriter:
         self.trailing_shape = None
         self._fh = None
         self._hash = hashlib.sha256()
+        self._pending: list = []
 
     def _open(self, trailing_shape: tuple) -> None:
         self.trailing_shape = tuple(trailing_shape)
@@ -58,8 +61,18 @@ class ShardWriter:
         self._write(header.getvalue())
 
     def _write(self, data) -> None:
-        self._hash.update(data)
+        # sha256 runs on a second thread (hashlib releases the GIL) while this one copies
+        # the same bytes to the file; one FIFO worker keeps every shard's updates in order.
+        self._pending.append(_hasher().submit(self._hash.update, data))
         self._fh.write(data)
+        while len(self._pending) > 4:
+            self._pending.pop(0).result()
+
+    def _digest(self) -> str:
+        for future in self._pending:
+            future.result()
+        self._pending = []
+        return self._hash.hexdigest()
 
     def append(self, array: np.ndarray) -> None:
         if array.dtype != self.dtype:
@@ -87,12 +100,20 @@ class ShardWriter:
         self._fh.close()
         os.replace(self.tmp, self.path)
         return {"file": self.path.name, "rows": self.n_rows, "bytes": size,
-                "sha256": self._hash.hexdigest()}
+                "sha256": self._digest()}
 
     def abort(self) -> None:
+        for future in self._pending:
+            future.cancel()
+        self._pending = []
         if self._fh is not None and not self._fh.closed:
             self._fh.close()
         self.tmp.unlink(missing_ok=True)
+
+
+@functools.lru_cache(maxsize=1)
+def _hasher() -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(max_workers=1, thread_name_prefix="actclust-sha256")
 
 
 def write_parquet_atomic(df: pd.DataFrame, path: Path) -> None:
