@@ -125,13 +125,18 @@ def write_parquet_atomic(df: pd.DataFrame, path: Path) -> None:
     fmt.fsync_dir(path.parent)
 
 
+def _is_temporary(path: Path) -> bool:
+    return path.name.startswith(".") and path.name.endswith(".tmp")
+
+
 def prepare_directory(root: Path, resume: bool, overwrite: bool) -> dict | None:
     """Apply the new/resume/overwrite rules; returns the manifest to resume from, if any."""
     if resume and overwrite:
         raise ActclustError("choose one of --resume and --overwrite, not both")
     if root.exists() and not root.is_dir():
         raise ActclustError(f"output {root} exists and is a file, not a directory")
-    has_content = root.exists() and any(root.iterdir())
+    # Only hidden temporaries means a run killed before its first manifest: nothing to keep.
+    has_content = root.exists() and any(not _is_temporary(p) for p in root.iterdir())
     is_store = (root / fmt.MANIFEST).exists()
     if resume:
         if not is_store:
@@ -183,8 +188,11 @@ class StoreWriter:
         if previous is not None:
             self._check_same_capture(previous, header, plan)
             self.manifest = previous
-            if not previous["complete"]:
+            if previous["complete"]:  # a kill after the final manifest may leave row parts
+                shutil.rmtree(self.root / fmt.ROW_PARTS_DIR, ignore_errors=True)
+            else:
                 self._remove_debris()
+                write_parquet_atomic(docs, self.root / fmt.DOCS)  # in case it never landed
         else:
             self.manifest = {
                 "schema_version": fmt.SCHEMA_VERSION, "actclust_version": __version__,
@@ -194,13 +202,14 @@ class StoreWriter:
                 "layers": {name: {"shape": None, "dtype": storage_dtype, "shards": [],
                                   "complete": False} for name in self.layers},
             }
+            # The manifest goes first: from then on the directory is a (resumable) store.
             self.root.mkdir(parents=True, exist_ok=True)
+            fmt.write_manifest(self.root, self.manifest)
             for name in self.layers:
                 (self.root / fmt.LAYERS_DIR / fmt.layer_dir_name(name)).mkdir(
                     parents=True, exist_ok=True)
             (self.root / fmt.ROW_PARTS_DIR).mkdir(exist_ok=True)
             write_parquet_atomic(docs, self.root / fmt.DOCS)
-            fmt.write_manifest(self.root, self.manifest)
         self._shard = None
 
     @staticmethod
@@ -232,7 +241,7 @@ class StoreWriter:
             if path.name not in done:
                 path.unlink()
         for path in self.root.iterdir():
-            if path.name.startswith(".") and path.name.endswith(".tmp"):
+            if _is_temporary(path):
                 path.unlink()
 
     @property
