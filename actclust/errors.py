@@ -6,8 +6,10 @@ exits non-zero instead of showing a traceback.
 """
 
 
-class ActclustError(Exception):
+class ActclustError(ValueError):
     """A problem with the user's input or files, with a message that says what to do.
+
+    A ``ValueError``, so scikit-learn and callers that catch bad input see it as one.
 
     Example:
         >>> try:

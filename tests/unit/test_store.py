@@ -16,10 +16,12 @@ LAYERS = ["blocks.0.hook_out", "blocks.1.hook_out"]
 
 
 def make_store(root, n_docs=10, rows_per_doc=3, shard_docs=4, dim=5, dtype="float32",
-               seed=0):
-    """A store of random rows written through the real writer; returns it and the data."""
+               seed=0, scale=1.0):
+    """A store of random rows written through the real writer; returns it and the data.
+
+    ``scale`` multiplies the columns (a per-column array gives an anisotropic cloud)."""
     rng = np.random.default_rng(seed)
-    data = {name: rng.normal(size=(n_docs * rows_per_doc, dim)).astype(np.float32)
+    data = {name: (rng.normal(size=(n_docs * rows_per_doc, dim)) * scale).astype(np.float32)
             for name in LAYERS}
     plan = [{"index": i, "doc_start": lo, "doc_stop": min(lo + shard_docs, n_docs),
              "rows": (min(lo + shard_docs, n_docs) - lo) * rows_per_doc}

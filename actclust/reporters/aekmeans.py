@@ -1,0 +1,141 @@
+"""Autoencoder + k-means: the classic deep-clustering baseline."""
+
+from __future__ import annotations
+
+from numbers import Integral, Real
+
+import numpy as np
+from sklearn.base import BaseEstimator, ClusterMixin, TransformerMixin, _fit_context
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.validation import check_is_fitted
+
+from ._base import check_data, check_n_clusters, register, seed_from
+
+
+def _autoencoder(d_in: int, hidden: tuple, d_code: int):
+    from torch import nn
+
+    dims = [d_in, *hidden, d_code]
+    enc, dec = [], []
+    for a, b in zip(dims[:-1], dims[1:]):
+        enc += [nn.Linear(a, b), nn.ReLU()]
+    for a, b in zip(dims[::-1][:-1], dims[::-1][1:]):
+        dec += [nn.Linear(a, b), nn.ReLU()]
+    return nn.ModuleDict({"encoder": nn.Sequential(*enc[:-1]),  # linear code, as in DEC
+                          "decoder": nn.Sequential(*dec[:-1])})
+
+
+@register("aekmeans")
+class AEKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
+    """Train a small autoencoder on the activations, then k-means its code.
+
+    Rows are standardised per column first; the encoder is ``d -> hidden... -> code_dim``
+    (ReLU between layers, a linear code), trained with Adam on the reconstruction MSE.
+    The k-means step is :class:`~actclust.reporters.KMeans` on the codes.
+
+    Parameters:
+        n_clusters: clusters, at least 2.
+        hidden: widths of the hidden layers.
+        code_dim: size of the code k-means sees.
+        epochs, batch_size, lr: training schedule.
+        n_init: k-means runs on the code.
+        device: ``"auto"`` (CUDA when present), ``"cpu"`` or ``"cuda"``.
+        random_state: seeds weights, batches and k-means.
+
+    Attributes:
+        labels_, cluster_centers_ (in code space), module_ (the trained autoencoder, on CPU),
+        history_ (one dict per epoch: reconstruction loss), kmeans_.
+
+    Example:
+        >>> from sklearn.datasets import make_blobs
+        >>> X, _ = make_blobs(300, centers=3, n_features=20, random_state=0)
+        >>> ae = AEKMeans(3, epochs=20, random_state=0).fit(X)
+        >>> ae.transform(X[:4]).shape, len(ae.history_)
+        ((4, 10), 20)
+    """
+
+    _parameter_constraints = {
+        "n_clusters": [Interval(Integral, 2, None, closed="left")],
+        "hidden": ["array-like"],
+        "code_dim": [Interval(Integral, 1, None, closed="left")],
+        "epochs": [Interval(Integral, 1, None, closed="left")],
+        "batch_size": [Interval(Integral, 1, None, closed="left")],
+        "lr": [Interval(Real, 0, None, closed="neither")],
+        "n_init": [Interval(Integral, 1, None, closed="left")],
+        "device": [StrOptions({"auto", "cpu", "cuda"})],
+        "random_state": ["random_state"],
+    }
+
+    def __init__(self, n_clusters=8, *, hidden=(256,), code_dim=10, epochs=50,
+                 batch_size=256, lr=1e-3, n_init=5, device="auto", random_state=None):
+        self.n_clusters = n_clusters
+        self.hidden = hidden
+        self.code_dim = code_dim
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.lr = lr
+        self.n_init = n_init
+        self.device = device
+        self.random_state = random_state
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X, y=None):
+        """Train the autoencoder on ``X`` and cluster the codes; ``y`` is ignored."""
+        import torch
+
+        from ..capture import resolve_device
+        from .kmeans import KMeans
+
+        X = check_data(self, X).astype(np.float32)
+        check_n_clusters(self, len(X), self.n_clusters)
+        seed = seed_from(self.random_state)
+        self.mean_ = X.mean(0)
+        self.scale_ = np.where(X.std(0) > 0, X.std(0), 1.0).astype(np.float32)
+        device = resolve_device(self.device)
+        generator = torch.Generator().manual_seed(seed)
+        torch.manual_seed(seed)
+        module = _autoencoder(X.shape[1], tuple(self.hidden), self.code_dim).to(device)
+        data = torch.from_numpy((X - self.mean_) / self.scale_).to(device)
+        opt = torch.optim.Adam(module.parameters(), lr=self.lr)
+        self.history_ = []
+        for epoch in range(self.epochs):
+            total = 0.0
+            for idx in torch.randperm(len(data), generator=generator).split(self.batch_size):
+                batch = data[idx.to(device)]
+                loss = torch.nn.functional.mse_loss(
+                    module["decoder"](module["encoder"](batch)), batch)
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                total += loss.item() * len(idx)
+            mean_loss = total / len(data)
+            if not np.isfinite(mean_loss):
+                raise ValueError(f"AEKMeans: the reconstruction loss became {mean_loss} at "
+                                 f"epoch {epoch}; lower lr (now {self.lr})")
+            self.history_.append({"epoch": epoch, "loss": mean_loss})
+        self.module_ = module.cpu().eval()
+        codes = self.transform(X)
+        self.kmeans_ = KMeans(self.n_clusters, n_init=self.n_init, random_state=seed,
+                              device="cpu").fit(codes)
+        self.labels_ = self.kmeans_.labels_
+        self.cluster_centers_ = self.kmeans_.cluster_centers_
+        self.n_iter_ = self.epochs
+        return self
+
+    def transform(self, X):
+        """The autoencoder's code for each row."""
+        import torch
+
+        check_is_fitted(self, "module_")
+        X = check_data(self, X, reset=False).astype(np.float32)
+        with torch.no_grad():
+            Z = self.module_["encoder"](torch.from_numpy((X - self.mean_) / self.scale_))
+        return Z.numpy()
+
+    def predict(self, X):
+        """Cluster of each row's code."""
+        codes = self.transform(X)
+        return self.kmeans_.predict(codes)
+
+    def fit_predict(self, X, y=None):
+        return self.fit(X).labels_

@@ -1,0 +1,221 @@
+"""k-means on faiss, as a scikit-learn estimator."""
+
+from __future__ import annotations
+
+import math
+import warnings
+from numbers import Integral, Real
+
+import numpy as np
+from sklearn.base import BaseEstimator, ClusterMixin, TransformerMixin, _fit_context
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.validation import check_is_fitted
+
+from ._base import (check_data, check_n_clusters, is_layer_view, iter_rows, register,
+                    seed_from)
+
+
+def _faiss():
+    import faiss
+
+    return faiss
+
+
+def use_gpu(device: str) -> bool:
+    faiss = _faiss()
+    gpus = faiss.get_num_gpus() if hasattr(faiss, "get_num_gpus") else 0
+    if device == "cuda" and gpus == 0:
+        from ..errors import ActclustError
+
+        raise ActclustError("device='cuda' asked for, but faiss sees no GPU (install "
+                            "faiss-gpu, or use device='cpu')")
+    return device in ("auto", "cuda") and gpus > 0
+
+
+@register("kmeans")
+class KMeans(ClusterMixin, TransformerMixin, BaseEstimator):
+    """k-means clustering on faiss (``faiss.Kmeans``), with the DeepCluster preprocessing.
+
+    Parameters:
+        n_clusters: number of clusters, at least 2.
+        n_init: independent runs (faiss ``nredo``); the lowest objective wins.
+        max_iter: Lloyd iterations per run (faiss ``niter``; faiss runs them all).
+        init: ``"k-means++"`` (as scikit-learn) or ``"random"`` (faiss' default, faster).
+        spherical: cosine k-means: rows and centroids are L2-normalised.
+        whiten_components: if set, PCA-whiten to this many dimensions and L2-normalise
+            before clustering, the DeepCluster recipe (Caron et al. 2018, 256 dims there).
+            ``cluster_centers_`` then live in that whitened space.
+        max_points_per_centroid: faiss trains on at most this many points per centroid
+            and silently subsamples beyond; ``None`` trains on every row that fits the
+            memory budget. ``n_train_points_`` records how many were used.
+        memory_budget_gb: a store layer larger than this is not loaded: k-means trains on a
+            random sample of rows that fits, then assigns every row in batches.
+        batch_size: rows per batch when assigning a streamed layer.
+        device: ``"auto"`` uses a GPU when faiss-gpu sees one.
+        random_state: seeds faiss; the same seed gives the same clustering.
+
+    Attributes:
+        cluster_centers_, labels_, inertia_ (sum of squared distances in the clustering
+        space), n_iter_, n_train_points_, objective_ (faiss' objective per iteration).
+
+    Example:
+        >>> from sklearn.datasets import make_blobs
+        >>> X, y = make_blobs(300, centers=3, random_state=0)
+        >>> km = KMeans(3, random_state=0).fit(X)
+        >>> km.cluster_centers_.shape, len(set(km.labels_))
+        ((3, 2), 3)
+    """
+
+    _parameter_constraints = {
+        "n_clusters": [Interval(Integral, 2, None, closed="left")],
+        "n_init": [Interval(Integral, 1, None, closed="left")],
+        "max_iter": [Interval(Integral, 1, None, closed="left")],
+        "init": [StrOptions({"k-means++", "random"})],
+        "spherical": ["boolean"],
+        "whiten_components": [None, Interval(Integral, 1, None, closed="left")],
+        "max_points_per_centroid": [None, Interval(Integral, 1, None, closed="left")],
+        "memory_budget_gb": [Interval(Real, 0, None, closed="neither")],
+        "batch_size": [Interval(Integral, 1, None, closed="left")],
+        "device": [StrOptions({"auto", "cpu", "cuda"})],
+        "random_state": ["random_state"],
+        "verbose": ["verbose"],
+    }
+
+    def __init__(self, n_clusters=8, *, n_init=1, max_iter=50, init="k-means++",
+                 spherical=False, whiten_components=None, max_points_per_centroid=None,
+                 memory_budget_gb=2.0, batch_size=65536, device="auto", random_state=None,
+                 verbose=False):
+        self.n_clusters = n_clusters
+        self.n_init = n_init
+        self.max_iter = max_iter
+        self.init = init
+        self.spherical = spherical
+        self.whiten_components = whiten_components
+        self.max_points_per_centroid = max_points_per_centroid
+        self.memory_budget_gb = memory_budget_gb
+        self.batch_size = batch_size
+        self.device = device
+        self.random_state = random_state
+        self.verbose = verbose
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X, y=None):
+        """Cluster ``X`` (array, tensor or store layer); ``y`` is ignored."""
+        seed = seed_from(self.random_state)
+        train, streamed = self._training_rows(X, seed)
+        check_n_clusters(self, len(train), self.n_clusters)
+        train = self._fit_preprocessing(train)
+        km = self._train_faiss(train, seed)
+        self.cluster_centers_ = km.centroids.astype(np.float32)
+        self.objective_ = np.asarray(km.obj)
+        self.n_iter_ = max(1, len(self.objective_) // self.n_init)
+        labels, sq_dist = self._assign_all(X if streamed else train, preprocessed=not streamed)
+        self.labels_ = labels
+        self.inertia_ = float(sq_dist.sum())
+        found = len(np.unique(labels))
+        if found < self.n_clusters:
+            warnings.warn(f"KMeans found {found} distinct clusters, fewer than n_clusters="
+                          f"{self.n_clusters}; the data may hold duplicate points",
+                          ConvergenceWarning, stacklevel=2)
+        return self
+
+    def _training_rows(self, X, seed):
+        """All rows, or for a store layer beyond the memory budget, a random sample."""
+        if is_layer_view(X) and X.shape[0] * np.prod(X.shape[1:]) * 4 > \
+                self.memory_budget_gb * 2**30:
+            n = X.shape[0]
+            fit_rows = int(self.memory_budget_gb * 2**30 // (4 * np.prod(X.shape[1:])))
+            cap = min(n, fit_rows, self.n_clusters * (self.max_points_per_centroid or n))
+            idx = np.sort(np.random.default_rng(seed).choice(n, size=cap, replace=False))
+            return check_data(self, X[idx]), True
+        return check_data(self, X), False
+
+    def _fit_preprocessing(self, X: np.ndarray) -> np.ndarray:
+        X = np.ascontiguousarray(X, dtype=np.float32)
+        self.whitening_ = None
+        if self.whiten_components is not None:
+            faiss = _faiss()
+            n_out = min(self.whiten_components, X.shape[1])
+            pca = faiss.PCAMatrix(X.shape[1], n_out, -0.5)  # eigen_power -0.5 = whitening
+            pca.train(X)
+            A = faiss.vector_to_array(pca.A).reshape(n_out, X.shape[1])
+            b = faiss.vector_to_array(pca.b)
+            self.whitening_ = (A.astype(np.float32), b.astype(np.float32))
+        return self._preprocess(X)
+
+    def _preprocess(self, X: np.ndarray) -> np.ndarray:
+        X = np.ascontiguousarray(X, dtype=np.float32)
+        if self.whitening_ is not None:
+            A, b = self.whitening_
+            X = X @ A.T + b
+        if self.spherical or self.whitening_ is not None:
+            norms = np.linalg.norm(X, axis=1, keepdims=True)
+            X = X / np.maximum(norms, 1e-12)
+        return np.ascontiguousarray(X, dtype=np.float32)
+
+    def _train_faiss(self, X: np.ndarray, seed: int):
+        faiss = _faiss()
+        per_centroid = self.max_points_per_centroid or math.ceil(len(X) / self.n_clusters) + 1
+        init = {"k-means++": faiss.ClusteringInitMethod_KMEANS_PLUS_PLUS,
+                "random": faiss.ClusteringInitMethod_RANDOM}[self.init]
+        km = faiss.Kmeans(X.shape[1], self.n_clusters, niter=self.max_iter, nredo=self.n_init,
+                          seed=seed, spherical=bool(self.spherical), verbose=bool(self.verbose),
+                          max_points_per_centroid=int(per_centroid), min_points_per_centroid=1,
+                          init_method=init, gpu=use_gpu(self.device))
+        km.train(X)
+        self.n_train_points_ = min(len(X), int(per_centroid) * self.n_clusters)
+        return km
+
+    def _index(self):
+        faiss = _faiss()
+        d = self.cluster_centers_.shape[1]
+        index = faiss.IndexFlatL2(d)
+        index.add(self.cluster_centers_)
+        return index
+
+    def _assign_all(self, X, preprocessed: bool):
+        """Nearest centre and squared distance for every row, in batches."""
+        index = self._index()
+        labels, dists = [], []
+        rows = [X] if preprocessed else iter_rows(X, self.batch_size)
+        for batch in rows:
+            batch = batch if preprocessed else self._preprocess(batch)
+            for start in range(0, len(batch), self.batch_size):
+                D, I = index.search(batch[start:start + self.batch_size], 1)
+                labels.append(I[:, 0])
+                dists.append(np.maximum(D[:, 0], 0))
+        return np.concatenate(labels).astype(np.int64), np.concatenate(dists)
+
+    def _checked(self, X):
+        check_is_fitted(self)
+        if is_layer_view(X):
+            if X.shape[1:] != (self.n_features_in_,):
+                check_data(self, X[:1], reset=False)  # raises the usual feature-count error
+            return X, False
+        return self._preprocess(check_data(self, X, reset=False)), True
+
+    def predict(self, X):
+        """Index of the nearest cluster centre for each row."""
+        X, ready = self._checked(X)
+        return self._assign_all(X, preprocessed=ready)[0]
+
+    def fit_predict(self, X, y=None):
+        return self.fit(X).labels_
+
+    def transform(self, X):
+        """Euclidean distance of each row to every centre (in the clustering space)."""
+        X, ready = self._checked(X)
+        out = []
+        centers = self.cluster_centers_.astype(np.float64)
+        c2 = (centers**2).sum(1)
+        for batch in ([X] if ready else iter_rows(X, self.batch_size)):
+            batch = (batch if ready else self._preprocess(batch)).astype(np.float64)
+            sq = (batch**2).sum(1)[:, None] - 2 * batch @ centers.T + c2[None, :]
+            out.append(np.sqrt(np.maximum(sq, 0)))
+        return np.concatenate(out)
+
+    def score(self, X, y=None):
+        """Opposite of the inertia of ``X`` under the fitted centres (higher is better)."""
+        X, ready = self._checked(X)
+        return -float(self._assign_all(X, preprocessed=ready)[1].sum())

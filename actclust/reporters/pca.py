@@ -1,0 +1,91 @@
+"""PCA: exact in memory, incremental when a store layer is larger than the memory budget."""
+
+from __future__ import annotations
+
+from numbers import Integral, Real
+
+import numpy as np
+from sklearn.base import BaseEstimator, TransformerMixin, _fit_context
+from sklearn.decomposition import PCA as SkPCA
+from sklearn.decomposition import IncrementalPCA
+from sklearn.utils._param_validation import Interval
+from sklearn.utils.validation import check_is_fitted
+
+from ._base import check_data, check_finite_rows, is_layer_view, iter_rows, register
+
+
+@register("pca")
+class PCA(TransformerMixin, BaseEstimator):
+    """Principal components of activations (scikit-learn's PCA or IncrementalPCA).
+
+    Data that fits ``memory_budget_gb`` gets an exact PCA. A store layer beyond it is
+    streamed through ``IncrementalPCA`` in batches of ``batch_size`` rows (which must be
+    at least ``n_components``), never loaded whole; ``incremental_`` says which ran.
+
+    Parameters:
+        n_components: components to keep (``None``: all).
+        whiten: scale components to unit variance.
+        memory_budget_gb: above this size a store layer is streamed.
+        batch_size: rows per batch when streaming.
+        random_state: for the randomized solver scikit-learn may pick.
+
+    Example:
+        >>> import numpy as np
+        >>> X = np.random.default_rng(0).normal(size=(200, 5)) * [10, 5, 1, 1, 1]
+        >>> pca = PCA(2, random_state=0).fit(X)
+        >>> pca.explained_variance_ratio_.round(2)
+        array([0.76, 0.2 ])
+    """
+
+    _parameter_constraints = {
+        "n_components": [None, Interval(Integral, 1, None, closed="left")],
+        "whiten": ["boolean"],
+        "memory_budget_gb": [Interval(Real, 0, None, closed="neither")],
+        "batch_size": [Interval(Integral, 1, None, closed="left")],
+        "random_state": ["random_state"],
+    }
+
+    def __init__(self, n_components=None, *, whiten=False, memory_budget_gb=2.0,
+                 batch_size=16384, random_state=None):
+        self.n_components = n_components
+        self.whiten = whiten
+        self.memory_budget_gb = memory_budget_gb
+        self.batch_size = batch_size
+        self.random_state = random_state
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X, y=None):
+        """Fit on ``X`` (array, tensor or store layer); ``y`` is ignored."""
+        if is_layer_view(X) and np.prod(X.shape) * 4 > self.memory_budget_gb * 2**30:
+            self._fit_incremental(X)
+        else:
+            X = check_data(self, X)
+            self.model_ = SkPCA(self.n_components, whiten=self.whiten,
+                                random_state=self.random_state).fit(X)
+            self.incremental_ = False
+        for name in ("components_", "explained_variance_", "explained_variance_ratio_",
+                     "singular_values_", "mean_", "n_components_", "noise_variance_"):
+            setattr(self, name, getattr(self.model_, name))
+        return self
+
+    def _fit_incremental(self, view) -> None:
+        self.n_features_in_ = int(view.shape[1])
+        batch = max(self.batch_size, self.n_components or self.n_features_in_)
+        model = IncrementalPCA(self.n_components, whiten=self.whiten, batch_size=batch)
+        for X in iter_rows(view, batch):
+            check_finite_rows(X)
+            if len(X) >= (self.n_components or self.n_features_in_):
+                model.partial_fit(X)  # a short last batch cannot update the components
+        self.model_, self.incremental_ = model, True
+
+    def transform(self, X):
+        """Project onto the components (a store layer is projected batch by batch)."""
+        check_is_fitted(self)
+        if is_layer_view(X):
+            return np.concatenate([self.model_.transform(b)
+                                   for b in iter_rows(X, self.batch_size)])
+        return self.model_.transform(check_data(self, X, reset=False))
+
+    def inverse_transform(self, X):
+        check_is_fitted(self)
+        return self.model_.inverse_transform(X)
