@@ -116,8 +116,8 @@ def capture(model, dataset, layers, pool: str = "none", out=None, batch_size: in
     header = {
         "model": {"name": target.name, "kind": target.kind, "config_hash": target.config_hash,
                   **target.info},
-        "dataset": {"name": ds.name, "fingerprint": ds.fingerprint(), "n_docs": len(ds),
-                    **ds.meta},
+        "dataset": {**ds.meta, "name": ds.name, "fingerprint": ds.fingerprint(),
+                    "n_docs": len(ds)},
         "capture": {"layers": layer_names, "pool": pool, "max_length": max_length,
                     "storage_dtype": dtype, "exclude_special": exclude_special,
                     "shard_rows": shard_rows, "truncated_docs": plan.truncated},

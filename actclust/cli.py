@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import warnings
 from pathlib import Path
 
 from .errors import ActclustError
@@ -17,8 +18,13 @@ EXIT_USAGE = 2
 EXIT_BAD_STORE = 1
 
 
+def _one_line_warning(message, category, filename, lineno, file=None, line=None):
+    print(f"actclust: warning: {message}", file=file or sys.stderr)
+
+
 def main(argv=None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    warnings.showwarning = _one_line_warning
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
@@ -33,6 +39,9 @@ def main(argv=None) -> int:
         print("actclust: interrupted; finished shards are kept: rerun with --resume",
               file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `actclust models minilm | head` closed the pipe: fine
+        sys.stderr = open(os.devnull, "w")
+        return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -56,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("capture", help="capture activations into a store")
     p.add_argument("--model", required=True, help="minilm, digits-mlp, or a HF model directory")
     p.add_argument("--dataset", required=True,
-                   help="a bundled dataset name or a .jsonl/.csv/.parquet file")
+                   help="a bundled dataset name or a .jsonl/.json/.csv/.parquet file")
     p.add_argument("--text-column", default="text", help="text column of a file (default text)")
     p.add_argument("--layers", required=True,
                    help="hook names or globs, comma-separated (blocks.*.hook_resid_post)")
@@ -88,6 +97,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="the whole pipeline on the bundled MiniLM and topics")
     p.add_argument("--out", default="actclust-demo", help="output directory")
     p.add_argument("--limit", type=int, default=None, help="documents to use (default all)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="capture again even if OUT holds a store with other settings")
     p.set_defaults(func=cmd_demo)
     return parser
 
@@ -104,8 +115,9 @@ def cmd_models(args) -> int:
         return 0
     target = load_target(args.model)
     names = target.hook_names(include_modules=args.all or target.kind == "module")
-    print(f"{target.name}: {len(names)} hook points (globs like 'blocks.*.hook_resid_post' "
-          "select many)")
+    hint = " (globs like 'blocks.*.hook_resid_post' select many)" \
+        if any(n.startswith("blocks.") for n in names) else ""
+    print(f"{target.name}: {len(names)} hook points{hint}")
     for name in names:
         point = target.hook_points[name]
         where = "" if name == point.module_path else \
@@ -120,7 +132,8 @@ def cmd_datasets(args) -> int:
     print("bundled datasets (generated, no downloads):")
     for name, desc in available().items():
         print(f"  {name:<8} {desc}")
-    print("\nAlso: --dataset FILE.jsonl|.csv|.parquet with a text column (--text-column).")
+    print("\nAlso: --dataset FILE.jsonl|.json|.csv|.parquet with a text column "
+          "(--text-column).")
     return 0
 
 
@@ -194,7 +207,7 @@ def cmd_verify(args) -> int:
 def cmd_demo(args) -> int:
     from .demo import run_demo
 
-    run_demo(Path(args.out), limit=args.limit)
+    run_demo(Path(args.out), limit=args.limit, overwrite=args.overwrite)
     return 0
 
 

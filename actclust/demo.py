@@ -12,11 +12,12 @@ SEEDS = (0, 1, 2, 3, 4)
 LABELS = ("topic", "template")
 
 
-def run_demo(out: Path, limit: Optional[int] = None) -> pd.DataFrame:
+def run_demo(out: Path, limit: Optional[int] = None, overwrite: bool = False) -> pd.DataFrame:
     """Capture mean-pooled block outputs of MiniLM on ``topics``, verify the store, and
     measure per layer how well k-means clusters line up with the topic and template labels.
 
-    Re-running finishes or reuses the store already in ``out``.
+    Re-running finishes or reuses the store already in ``out`` (``overwrite`` replaces one
+    captured with other settings).
 
     Example:
         >>> import tempfile
@@ -33,7 +34,7 @@ def run_demo(out: Path, limit: Optional[int] = None) -> pd.DataFrame:
     store_dir = out / "store"
     print(f"[1/3] capturing MiniLM block outputs (mean-pooled) over 'topics' into {store_dir}")
     store = capture("minilm", "topics", "blocks.*.hook_out", pool="mean", out=store_dir,
-                    limit=limit, resume=True)
+                    limit=limit, resume=not overwrite, overwrite=overwrite)
     print(f"[2/3] verifying {len(store.layers)} layers x {len(store)} rows")
     problems = verify_store(store_dir)
     if problems:

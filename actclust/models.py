@@ -213,10 +213,19 @@ def _hf_target(model, tokenizer, name: str, device: str) -> Target:
                      getattr(model.config, "max_position_embeddings", 10**9) or 10**9)
     if tokenizer.pad_token is None:  # GPT-2 style tokenizers ship without one
         tokenizer.pad_token = tokenizer.eos_token
-    config_hash = hashlib.sha256(model.config.to_json_string(use_diff=False)
-                                 .encode()).hexdigest()[:16]
+    config_hash = _weights_fingerprint(model, model.config.to_json_string(use_diff=False))
     return Target(name, model, points, tokenizer, "hf", config_hash, max_length,
                   {"architecture": type(model).__name__})
+
+
+def _weights_fingerprint(model: nn.Module, config_text: str = "") -> str:
+    """Config plus the shape and first values of every tensor: tells checkpoints of one
+    architecture apart without hashing gigabytes of weights."""
+    digest = hashlib.sha256(config_text.encode())
+    for key, tensor in model.state_dict().items():
+        head = tensor.detach().reshape(-1)[:64].float().cpu().numpy()
+        digest.update(key.encode() + str(tuple(tensor.shape)).encode() + head.tobytes())
+    return digest.hexdigest()[:16]
 
 
 def tl_hook_points(model: nn.Module) -> "OrderedDict[str, HookPoint]":
@@ -225,8 +234,9 @@ def tl_hook_points(model: nn.Module) -> "OrderedDict[str, HookPoint]":
     Uses TransformerLens' architecture adapter (its component map and hook aliases), so
     ``blocks.2.hook_resid_post`` here is the tensor the ``TransformerBridge`` shows under
     that name. Architectures TransformerLens does not know get no such names (dotted
-    module paths still work). Points that need the bridge's own re-implementation
-    (attention patterns) are not mapped: capture those from a ``TransformerBridge``.
+    module paths still work). Points the bridge computes itself (attention scores and
+    patterns) have no module here; they also have no row per token, so a store cannot
+    hold them either way.
     """
     adapter = _tl_adapter(model.config)
     points: "OrderedDict[str, HookPoint]" = OrderedDict()
@@ -311,8 +321,8 @@ def _bridge_target(bridge, device: str) -> Target:
     max_length = getattr(cfg, "n_ctx", None)
     cfg_text = json.dumps({k: str(v) for k, v in sorted(vars(cfg).items())}) if cfg else ""
     return Target(f"TransformerBridge({getattr(cfg, 'model_name', '?')})", bridge, points,
-                  bridge.tokenizer, "bridge",
-                  hashlib.sha256(cfg_text.encode()).hexdigest()[:16], max_length)
+                  bridge.tokenizer, "bridge", _weights_fingerprint(bridge, cfg_text),
+                  max_length)
 
 
 def _bridge_hook_paths(bridge) -> "OrderedDict[str, str]":
@@ -330,8 +340,4 @@ def _module_target(module: nn.Module, name: str, device: str) -> Target:
     module.eval().to(device)
     points = OrderedDict((path, HookPoint(path, path))
                          for path, _ in module.named_modules() if path)
-    digest = hashlib.sha256()
-    for key, tensor in module.state_dict().items():
-        digest.update(key.encode() + str(tuple(tensor.shape)).encode())
-        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    return Target(name, module, points, None, "module", digest.hexdigest()[:16])
+    return Target(name, module, points, None, "module", _weights_fingerprint(module))

@@ -76,8 +76,8 @@ DEFAULT_N_ARITHMETIC = 120
 DEFAULT_N_COMPARISON = 120
 _N_FACTS = 2 * sum(len(items) for items, _ in FACTS.values())
 DESCRIPTION = (f"{DEFAULT_N_ARITHMETIC + DEFAULT_N_COMPARISON + _N_FACTS} true/false "
-               f"statements as {2 * (DEFAULT_N_ARITHMETIC + DEFAULT_N_COMPARISON + _N_FACTS)} "
-               f"Yes/No contrast pairs (labels: truth, label, kind)")
+               f"statements, each a Yes/No contrast pair of two documents "
+               f"(labels: truth, label, kind)")
 
 _OPS = {"+": lambda a, b: a + b, "-": lambda a, b: a - b, "*": lambda a, b: a * b}
 

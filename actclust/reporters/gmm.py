@@ -36,7 +36,7 @@ class GMM(ClusterMixin, BaseEstimator):
 
     Example:
         >>> from sklearn.datasets import make_blobs
-        >>> X, _ = make_blobs(300, centers=3, random_state=0)
+        >>> X, _ = make_blobs(300, centers=[[0, 0], [10, 10], [-10, 10]], random_state=0)
         >>> gmm = GMM(3, random_state=0).fit(X)
         >>> gmm.predict_proba(X[:2]).shape, gmm.bic_ < GMM(2, random_state=0).fit(X).bic_
         ((2, 3), True)

@@ -33,15 +33,58 @@ def use_gpu(device: str) -> bool:
     return device in ("auto", "cuda") and gpus > 0
 
 
+INIT_SAMPLE_PER_CENTROID = 64
+
+
+def greedy_kmeans_pp(X: np.ndarray, k: int, rng: np.random.Generator,
+                     sample: int | None = None) -> np.ndarray:
+    """Greedy k-means++ seeding (Arthur & Vassilvitskii 2007; scikit-learn's variant).
+
+    Each new centre is the best of ``2 + log k`` candidates drawn with probability
+    proportional to the squared distance to the nearest centre so far. It runs on a random
+    ``sample`` of rows in float32 BLAS: faiss' own k-means++ and random seeding both left
+    Lloyd in poor local minima on well-separated data (inertia 10-20% above scikit-learn's
+    on ``benchmarks/kmeans.py``), while greedy seeding on 64 rows per centre matched it.
+
+    Example:
+        >>> X = np.random.default_rng(0).normal(size=(500, 4)).astype(np.float32)
+        >>> greedy_kmeans_pp(X, 5, np.random.default_rng(0)).shape
+        (5, 4)
+    """
+    if sample is not None and sample < len(X):
+        X = X[np.sort(rng.choice(len(X), size=sample, replace=False))]
+    n = len(X)
+    trials = 2 + int(np.log(k))
+    sq = np.einsum("ij,ij->i", X, X)
+    centers = np.empty((k, X.shape[1]), np.float32)
+    first = rng.integers(n)
+    centers[0] = X[first]
+    closest = np.maximum(sq - 2 * X @ X[first] + sq[first], 0)
+    for c in range(1, k):
+        total = closest.sum()
+        if total <= 0:  # fewer distinct rows than centres: reuse rows
+            candidates = rng.integers(n, size=trials)
+        else:
+            candidates = rng.choice(n, size=trials, p=closest / total)
+        dist = np.maximum(sq[:, None] - 2 * X @ X[candidates].T + sq[candidates][None, :], 0)
+        merged = np.minimum(closest[:, None], dist)
+        best = merged.sum(0).argmin()
+        closest = merged[:, best]
+        centers[c] = X[candidates[best]]
+    return centers
+
+
 @register("kmeans")
 class KMeans(ClusterMixin, TransformerMixin, BaseEstimator):
     """k-means clustering on faiss (``faiss.Kmeans``), with the DeepCluster preprocessing.
 
     Parameters:
         n_clusters: number of clusters, at least 2.
-        n_init: independent runs (faiss ``nredo``); the lowest objective wins.
+        n_init: independent runs (seeding + Lloyd); the lowest objective wins.
         max_iter: Lloyd iterations per run (faiss ``niter``; faiss runs them all).
-        init: ``"k-means++"`` (as scikit-learn) or ``"random"`` (faiss' default, faster).
+        init: ``"k-means++"``: greedy k-means++ seeding as in scikit-learn, on a sample of
+            64 rows per centre (see :func:`greedy_kmeans_pp`); ``"random"``: faiss' default,
+            faster, often a worse local minimum.
         spherical: cosine k-means: rows and centroids are L2-normalised.
         whiten_components: if set, PCA-whiten to this many dimensions and L2-normalise
             before clustering, the DeepCluster recipe (Caron et al. 2018, 256 dims there).
@@ -155,17 +198,26 @@ class KMeans(ClusterMixin, TransformerMixin, BaseEstimator):
         return np.ascontiguousarray(X, dtype=np.float32)
 
     def _train_faiss(self, X: np.ndarray, seed: int):
+        """``n_init`` runs of Lloyd's algorithm on faiss; the lowest objective wins."""
         faiss = _faiss()
         per_centroid = self.max_points_per_centroid or math.ceil(len(X) / self.n_clusters) + 1
-        init = {"k-means++": faiss.ClusteringInitMethod_KMEANS_PLUS_PLUS,
-                "random": faiss.ClusteringInitMethod_RANDOM}[self.init]
-        km = faiss.Kmeans(X.shape[1], self.n_clusters, niter=self.max_iter, nredo=self.n_init,
-                          seed=seed, spherical=bool(self.spherical), verbose=bool(self.verbose),
-                          max_points_per_centroid=int(per_centroid), min_points_per_centroid=1,
-                          init_method=init, gpu=use_gpu(self.device))
-        km.train(X)
+        rng = np.random.default_rng(seed)
+        best = None
+        for run in range(self.n_init):
+            km = faiss.Kmeans(X.shape[1], self.n_clusters, niter=self.max_iter, nredo=1,
+                              seed=seed + run, spherical=bool(self.spherical),
+                              verbose=bool(self.verbose),
+                              max_points_per_centroid=int(per_centroid),
+                              min_points_per_centroid=1, gpu=use_gpu(self.device))
+            init = None
+            if self.init == "k-means++":
+                init = greedy_kmeans_pp(X, self.n_clusters, rng,
+                                        sample=INIT_SAMPLE_PER_CENTROID * self.n_clusters)
+            km.train(X, init_centroids=init)
+            if best is None or km.obj[-1] < best.obj[-1]:
+                best = km
         self.n_train_points_ = min(len(X), int(per_centroid) * self.n_clusters)
-        return km
+        return best
 
     def _index(self):
         faiss = _faiss()

@@ -34,7 +34,7 @@ class PCA(TransformerMixin, BaseEstimator):
         >>> X = np.random.default_rng(0).normal(size=(200, 5)) * [10, 5, 1, 1, 1]
         >>> pca = PCA(2, random_state=0).fit(X)
         >>> pca.explained_variance_ratio_.round(2)
-        array([0.76, 0.2 ])
+        array([0.76, 0.21])
     """
 
     _parameter_constraints = {

@@ -346,11 +346,16 @@ def verify_store(root) -> list[str]:
     n_rows = manifest["n_rows"]
     if manifest["complete"]:
         try:
-            rows = pd.read_parquet(root / fmt.ROWS, columns=["row"])
+            rows = pd.read_parquet(root / fmt.ROWS, columns=["row", "doc_id"])
+            docs = pd.read_parquet(root / fmt.DOCS, columns=["doc_id"])
             if len(rows) != n_rows:
                 problems.append(f"{fmt.ROWS}: {len(rows)} rows, manifest says {n_rows}")
+            orphans = ~rows["doc_id"].isin(docs["doc_id"])
+            if orphans.any():
+                problems.append(f"{fmt.ROWS}: {int(orphans.sum())} rows point to documents "
+                                f"missing from {fmt.DOCS}")
         except Exception as err:  # any parquet failure means a damaged table
-            problems.append(f"{fmt.ROWS}: unreadable ({err})")
+            problems.append(f"{fmt.ROWS} or {fmt.DOCS}: unreadable ({err})")
     for name, info in manifest["layers"].items():
         layer_dir = root / fmt.LAYERS_DIR / fmt.layer_dir_name(name)
         total = 0

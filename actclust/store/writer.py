@@ -99,6 +99,7 @@ class ShardWriter:
         size = self._fh.tell()
         self._fh.close()
         os.replace(self.tmp, self.path)
+        fmt.fsync_dir(self.path.parent)  # the rename itself must be durable before the manifest
         return {"file": self.path.name, "rows": self.n_rows, "bytes": size,
                 "sha256": self._digest()}
 
@@ -215,11 +216,17 @@ class StoreWriter:
     @staticmethod
     def _check_same_capture(previous: dict, header: dict, plan: list) -> None:
         for key, value in header.items():
-            if previous.get(key) != value:
+            before = previous.get(key)
+            if before != value:
+                if isinstance(value, dict) and isinstance(before, dict):
+                    diffs = [f"{key}.{k}: {before.get(k)!r} then, {value.get(k)!r} now"
+                             for k in sorted(set(value) | set(before))
+                             if before.get(k) != value.get(k)]
+                else:
+                    diffs = [f"{key}: {before!r} then, {value!r} now"]
                 raise ActclustError(
-                    f"cannot resume: the existing store was captured with a different "
-                    f"{key} ({previous.get(key)!r} vs now {value!r}); use --overwrite to "
-                    "start again")
+                    f"cannot resume: the existing store was a different capture "
+                    f"({'; '.join(diffs)}); use --overwrite to start again")
         if previous.get("plan") != plan:
             raise ActclustError("cannot resume: the documents or shard size differ from the "
                                 "interrupted capture; use the same settings or --overwrite")
