@@ -94,6 +94,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("store")
     p.set_defaults(func=cmd_verify)
 
+    p = sub.add_parser("fit", help="fit one reporter on one layer and score its clusters")
+    p.add_argument("store")
+    p.add_argument("--layer", required=True)
+    p.add_argument("--reporter", default="kmeans", help="kmeans, gmm, agglomerative, aekmeans")
+    p.add_argument("--n-clusters", type=int, help="default: classes of the first label")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--labels", help="label columns to score against (default: all)")
+    p.add_argument("--out", help="write row -> cluster as parquet")
+    p.set_defaults(func=cmd_fit)
+
+    p = sub.add_parser("compare", help="reporters vs linear probes over layers and seeds")
+    p.add_argument("store")
+    p.add_argument("--labels", required=True, help="label columns, comma-separated")
+    p.add_argument("--layers", help="layer names or globs (default: all)")
+    p.add_argument("--reporters", default="kmeans", help="comma-separated reporter names")
+    p.add_argument("--seeds", type=int, default=3, help="seeds per reporter (default 3)")
+    p.add_argument("--n-clusters", type=int, help="default: the number of classes")
+    p.add_argument("--no-probes", action="store_true", help="skip the linear probes")
+    p.add_argument("--group-column", help="rows sharing it never straddle a probe split")
+    p.add_argument("--out", required=True, help="results table (.parquet)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_compare)
+
     p = sub.add_parser("demo", help="the whole pipeline on the bundled MiniLM and topics")
     p.add_argument("--out", default="actclust-demo", help="output directory")
     p.add_argument("--limit", type=int, default=None, help="documents to use (default all)")
@@ -201,6 +224,67 @@ def cmd_verify(args) -> int:
         print(f"{args.store}: {len(problems)} problem(s) found", file=sys.stderr)
         return EXIT_BAD_STORE
     print(f"{args.store}: OK (every shard matches its checksum, shapes and rows align)")
+    return 0
+
+
+def _split(text):
+    return [part.strip() for part in text.split(",") if part.strip()] if text else None
+
+
+def cmd_fit(args) -> int:
+    import numpy as np
+    import pandas as pd
+
+    from .metrics import cluster_scores
+    from .reporters import get_reporter
+    from .store import ActivationStore
+
+    store = ActivationStore(args.store)
+    view = store.layer(args.layer)
+    labels = _split(args.labels) or store.label_columns
+    for label in labels:
+        store.labels(label)  # unknown columns fail before the fit
+    k = args.n_clusters
+    if k is None:
+        if not labels:
+            raise ActclustError("the store has no label columns: pass --n-clusters")
+        k = int(pd.Series(store.labels(labels[0])).nunique())
+    model = get_reporter(args.reporter)()
+    params = {"n_clusters": k}
+    if "random_state" in model.get_params():
+        params["random_state"] = args.seed
+    model.set_params(**params).fit(view)
+    found = model.labels_
+    sizes = np.bincount(found, minlength=k)
+    print(f"{args.reporter} on {args.layer}: {k} clusters over {len(found)} rows; sizes "
+          f"min {sizes.min()}, median {int(np.median(sizes))}, max {sizes.max()}")
+    for label in labels:
+        scores = cluster_scores(store.labels(label), found)
+        print(f"  vs {label:<16} " + "  ".join(f"{m} {v:.3f}" for m, v in scores.items()))
+    if args.out:
+        from .compare import write_results
+
+        path = write_results(pd.DataFrame({"row": np.arange(len(found)), "cluster": found}),
+                             args.out)
+        print(f"cluster of each row: {path}")
+    return 0
+
+
+def cmd_compare(args) -> int:
+    from .compare import compare, summarize, write_results
+
+    table = compare(args.store, _split(args.labels), layers=args.layers,
+                    reporters=_split(args.reporters), seeds=args.seeds,
+                    n_clusters=args.n_clusters, probes=not args.no_probes,
+                    group_column=args.group_column, progress=not args.quiet)
+    path = write_results(table, args.out)
+    summary = summarize(table)
+    wanted = summary["metric"].isin(["nmi", "accuracy", "probe_accuracy", "selectivity"])
+    print(f"{'layer':<26} {'method':<14} {'label':<12} {'metric':<16} mean ± sd")
+    for row in summary[wanted].itertuples():
+        print(f"{row.layer:<26} {row.method:<14} {row.label:<12} {row.metric:<16} "
+              f"{row.mean:.3f} ± {0 if row.n < 2 else row.sd:.3f}")
+    print(f"results ({len(table)} rows): {path}")
     return 0
 
 
