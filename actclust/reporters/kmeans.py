@@ -89,9 +89,10 @@ class KMeans(ClusterMixin, TransformerMixin, BaseEstimator):
         whiten_components: if set, PCA-whiten to this many dimensions and L2-normalise
             before clustering, the DeepCluster recipe (Caron et al. 2018, 256 dims there).
             ``cluster_centers_`` then live in that whitened space.
-        max_points_per_centroid: faiss trains on at most this many points per centroid
-            and silently subsamples beyond; ``None`` trains on every row that fits the
-            memory budget. ``n_train_points_`` records how many were used.
+        max_points_per_centroid: Lloyd's iterations run on a random sample of at most this
+            many rows per centre (faiss' own default, 256), then every row is assigned;
+            faiss would subsample silently, here ``n_train_points_`` records how many rows
+            trained. ``None`` trains on every row that fits the memory budget.
         memory_budget_gb: a store layer larger than this is not loaded: k-means trains on a
             random sample of rows that fits, then assigns every row in batches.
         batch_size: rows per batch when assigning a streamed layer.
@@ -126,7 +127,7 @@ class KMeans(ClusterMixin, TransformerMixin, BaseEstimator):
     }
 
     def __init__(self, n_clusters=8, *, n_init=1, max_iter=50, init="k-means++",
-                 spherical=False, whiten_components=None, max_points_per_centroid=None,
+                 spherical=False, whiten_components=None, max_points_per_centroid=256,
                  memory_budget_gb=2.0, batch_size=65536, device="auto", random_state=None,
                  verbose=False):
         self.n_clusters = n_clusters

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import mmap
 from functools import cached_property
 from pathlib import Path
 from typing import Iterator, Optional
@@ -248,6 +249,24 @@ class LayerView:
             return np.zeros((0, *self.shape[1:]), self.dtype)
         return self._decode(pieces[0] if len(pieces) == 1 else np.concatenate(pieces))
 
+    def _release(self, start: int, stop: int) -> None:
+        """Drop rows ``start:stop`` from this process's resident memory (not from the page
+        cache): a full pass over a layer larger than memory keeps about one batch resident
+        while reading through the memory map without copies."""
+        page = mmap.PAGESIZE
+        row_bytes = int(np.prod(self.shape[1:], dtype=np.int64)) * \
+            fmt.STORAGE_DTYPES[self.storage_dtype].itemsize
+        for s, shard in enumerate(self.shards):
+            lo, hi = self._offsets[s], self._offsets[s + 1]
+            raw = getattr(shard, "_mmap", None)
+            if hi <= start or lo >= stop or raw is None or not hasattr(raw, "madvise"):
+                continue
+            begin = shard.offset + (max(start - lo, 0)) * row_bytes
+            end = shard.offset + (min(stop, hi) - lo) * row_bytes
+            begin -= begin % page
+            if end > begin:
+                raw.madvise(mmap.MADV_DONTNEED, begin, end - begin)
+
     def iter_batches(self, batch_size: int = 4096, shuffle: bool = False, seed: int = 0,
                      labels: Optional[str] = None, dtype=None) -> Iterator:
         """Yield the layer in batches of ``batch_size`` rows (the last may be shorter).
@@ -264,10 +283,14 @@ class LayerView:
         y_all = self.store.labels(labels) if labels is not None else None
         n = len(self)
         order = np.random.default_rng(seed).permutation(n) if shuffle else None
+        previous = None
         for start in range(0, n, batch_size):
+            if previous is not None:
+                self._release(*previous)
             if order is None:
                 X = self._slice(start, min(start + batch_size, n))
                 idx = slice(start, start + len(X))
+                previous = (start, start + len(X))
             else:
                 idx = order[start:start + batch_size]
                 X = self._take(idx)
