@@ -34,7 +34,8 @@ def compare(store, labels: Union[str, Sequence[str]], layers=None,
         store: an :class:`~actclust.ActivationStore` or its path.
         labels: label column(s) of ``store.rows`` to score against.
         layers: layer names or globs (default: every layer of the store).
-        reporters: registered names (``"kmeans"``, ``"gmm"``...) or unfitted estimators.
+        reporters: registered names (``"kmeans"``, ``"gmm"``...) or unfitted estimators;
+            empty for probes only.
         seeds: how many seeds (0..n-1), or the seeds themselves.
         n_clusters: clusters per reporter; default: the number of classes of each label.
         probes: also fit a linear probe (with a control task) per layer and label.

@@ -5,16 +5,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional
 
-import numpy as np
 import pandas as pd
 
-SEEDS = (0, 1, 2, 3, 4)
-LABELS = ("topic", "template")
+SEEDS = 5
+PROBE_SEEDS = 3
 
 
 def run_demo(out: Path, limit: Optional[int] = None, overwrite: bool = False) -> pd.DataFrame:
-    """Capture mean-pooled block outputs of MiniLM on ``topics``, verify the store, and
-    measure per layer how well k-means clusters line up with the topic and template labels.
+    """Capture mean-pooled block outputs of MiniLM on ``topics``, verify the store, then
+    ask on every layer whether k-means clusters line up with the topic (and with the
+    sentence template) and how well a linear probe reads the topic.
 
     Re-running finishes or reuses the store already in ``out`` (``overwrite`` replaces one
     captured with other settings).
@@ -23,50 +23,47 @@ def run_demo(out: Path, limit: Optional[int] = None, overwrite: bool = False) ->
         >>> import tempfile
         >>> table = run_demo(Path(tempfile.mkdtemp()), limit=64)  # doctest: +SKIP
     """
-    import faiss
-    from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
-
     from .capture import capture
+    from .compare import compare, summarize, write_results
     from .errors import ActclustError
+    from .probes import LinearProbe
     from .store import verify_store
 
     out.mkdir(parents=True, exist_ok=True)
     store_dir = out / "store"
-    print(f"[1/3] capturing MiniLM block outputs (mean-pooled) over 'topics' into {store_dir}")
+    print(f"[1/4] capturing MiniLM block outputs (mean-pooled) over 'topics' into {store_dir}")
     store = capture("minilm", "topics", "blocks.*.hook_out", pool="mean", out=store_dir,
                     limit=limit, resume=not overwrite, overwrite=overwrite)
-    print(f"[2/3] verifying {len(store.layers)} layers x {len(store)} rows")
+    print(f"[2/4] verifying {len(store.layers)} layers x {len(store)} rows")
     problems = verify_store(store_dir)
     if problems:
         raise ActclustError("store failed verification: " + "; ".join(problems))
-    labels = {name: store.labels(name) for name in LABELS}
-    print(f"[3/3] k-means ({len(SEEDS)} seeds, k = number of classes) on each layer against "
-          f"the {' and '.join(LABELS)} labels")
-    records = []
+    print(f"[3/4] k-means (k = number of classes, {SEEDS} seeds) on every layer, against "
+          "the topic and the sentence template")
+    clusters = compare(store, ["topic", "template"], reporters=["kmeans"], seeds=SEEDS,
+                       probes=False, progress=True)
+    print(f"[4/4] a linear probe for the topic on every layer ({PROBE_SEEDS} splits grouped "
+          "by template, fixed C=1 to stay quick, with a control task)")
+    probes = compare(store, "topic", reporters=[], seeds=PROBE_SEEDS,
+                     probe=LinearProbe(C=1.0), progress=True)
+    table = pd.concat([clusters, probes], ignore_index=True)
+    results = write_results(table, out / "results.parquet")
+    s = summarize(table).set_index(["layer", "method", "label", "metric"])
+
+    def cell(layer, method, label, metric):
+        row = s.loc[(layer, method, label, metric)]
+        return f"{row['mean']:.3f} ± {row['sd']:.3f}"
+
+    print("\nmean ± sd over seeds")
+    print(f"  {'layer':<20}{'k-means NMI topic':>20}{'k-means NMI template':>23}"
+          f"{'probe acc topic':>18}{'selectivity':>16}")
     for layer in store.layers:
-        X = np.ascontiguousarray(store.layer(layer).to_numpy(), dtype=np.float32)
-        for label, y in labels.items():
-            k = len(np.unique(y))
-            for seed in SEEDS:
-                km = faiss.Kmeans(X.shape[1], k, niter=25, nredo=3, seed=seed, verbose=False)
-                km.train(X)
-                found = km.index.search(X, 1)[1].ravel()
-                records += [{"layer": layer, "method": "kmeans", "label": label,
-                             "metric": metric, "seed": seed, "value": value}
-                            for metric, value in (
-                                ("nmi", normalized_mutual_info_score(y, found)),
-                                ("ari", adjusted_rand_score(y, found)))]
-    table = pd.DataFrame.from_records(records)
-    results = out / "kmeans_vs_labels.csv"
-    table.to_csv(results, index=False)
-    summary = table.groupby(["layer", "label", "metric"], sort=False)["value"] \
-        .agg(["mean", "std"])
-    print("\nk-means clusters vs labels: NMI, mean ± sd over seeds")
-    print(f"  {'layer':<20}" + "".join(f"{label:>18}" for label in LABELS))
-    for layer in store.layers:
-        cells = [summary.loc[(layer, label, "nmi")] for label in LABELS]
-        print(f"  {layer:<20}" + "".join(f"{c['mean']:10.3f} ± {c['std']:.3f}" for c in cells))
-    print("(template: which of the sentence templates a text came from; topic: its subject)")
+        print(f"  {layer:<20}{cell(layer, 'kmeans', 'topic', 'nmi'):>20}"
+              f"{cell(layer, 'kmeans', 'template', 'nmi'):>23}"
+              f"{cell(layer, 'linear_probe', 'topic', 'probe_accuracy'):>18}"
+              f"{cell(layer, 'linear_probe', 'topic', 'selectivity'):>16}")
+    print("(template: which sentence template a text came from; topic: its subject. A probe "
+          "tests on templates it never saw.)")
     print(f"\noutput: {out.resolve()}\n  store:   {store_dir.resolve()}"
-          f"\n  results: {results.resolve()}")
+          f"\n  results: {results.resolve()} (tidy: layer, method, label, metric, seed, value)")
     return table
