@@ -6,15 +6,16 @@ loading it. Every reporter is registered by name for the CLI and sweep files.
 
 Example:
     >>> sorted(registry())
-    ['aekmeans', 'agglomerative', 'gmm', 'kmeans', 'pca']
+    ['aekmeans', 'agglomerative', 'dec', 'gmm', 'idec', 'kmeans', 'pca']
 """
 
 from ._base import get_reporter, register, registry
 from .aekmeans import AEKMeans
+from .dec import DEC, IDEC
 from .agglomerative import Agglomerative
 from .gmm import GMM, select_k
 from .kmeans import KMeans
 from .pca import PCA
 
-__all__ = ["PCA", "KMeans", "GMM", "Agglomerative", "AEKMeans", "select_k", "get_reporter",
-           "register", "registry"]
+__all__ = ["PCA", "KMeans", "GMM", "Agglomerative", "AEKMeans", "DEC", "IDEC", "select_k",
+           "get_reporter", "register", "registry"]

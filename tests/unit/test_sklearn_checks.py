@@ -5,7 +5,7 @@ Checks that cannot apply are listed with the reason; nothing is silently skipped
 
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
-from actclust.reporters import GMM, PCA, AEKMeans, Agglomerative, KMeans
+from actclust.reporters import DEC, GMM, IDEC, PCA, AEKMeans, Agglomerative, KMeans
 
 # scikit-learn sets n_clusters=1 in these checks; actclust refuses k=1 on purpose (one
 # cluster finds no structure, and a silent k=1 in a sweep file is a bug worth catching).
@@ -19,6 +19,8 @@ EXPECTED_FAILURES = {
     "GMM": K1_CHECKS,
     "Agglomerative": K1_CHECKS,
     "AEKMeans": K1_CHECKS,
+    "DEC": K1_CHECKS,
+    "IDEC": K1_CHECKS,
     "PCA": {},
 }
 
@@ -30,7 +32,9 @@ def expected_failed_checks(estimator):
 @parametrize_with_checks(
     [KMeans(n_clusters=3, random_state=0), PCA(2, random_state=0),
      GMM(3, random_state=0), Agglomerative(3),
-     AEKMeans(3, epochs=3, hidden=(8,), code_dim=2, random_state=0, device="cpu")],
+     AEKMeans(3, epochs=3, hidden=(8,), code_dim=2, random_state=0, device="cpu"),
+     *(cls(3, hidden=(8,), embed_dim=2, pretrain_epochs=2, max_updates=2, n_init=1,
+           random_state=0, device="cpu") for cls in (DEC, IDEC))],
     expected_failed_checks=expected_failed_checks)
 def test_sklearn_compatible(estimator, check):
     check(estimator)

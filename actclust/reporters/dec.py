@@ -1,0 +1,353 @@
+"""DEC (Xie et al. 2016) and IDEC (Guo et al. 2017): clustering in a learned embedding."""
+
+from __future__ import annotations
+
+from numbers import Integral, Real
+from pathlib import Path
+
+import numpy as np
+from sklearn.base import BaseEstimator, ClusterMixin, TransformerMixin, _fit_context
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.validation import check_is_fitted
+
+from ._base import check_data, check_n_clusters, register, seed_from
+from ._trainer import batches, degenerate, seed_everything, train
+
+
+def _autoencoder(d_in: int, hidden: tuple, d_embed: int):
+    """Encoder d -> hidden... -> embed (ReLU between, linear embedding) and its mirror."""
+    from torch import nn
+
+    dims = [d_in, *hidden, d_embed]
+    enc = [nn.Linear(a, b) for a, b in zip(dims[:-1], dims[1:])]
+    dec = [nn.Linear(b, a) for a, b in zip(dims[:-1], dims[1:])][::-1]
+
+    def stack(layers):
+        mods = []
+        for i, layer in enumerate(layers):
+            mods.append(layer)
+            if i < len(layers) - 1:
+                mods.append(nn.ReLU())
+        return nn.Sequential(*mods)
+
+    return nn.ModuleDict({"encoder": stack(enc), "decoder": stack(dec)})
+
+
+def soft_assign(z, centers, alpha: float = 1.0):
+    """Student's t similarity of each embedding to each centre, rows summing to 1 (DEC eq. 1)."""
+    import torch
+
+    sq = torch.cdist(z, centers).pow(2)
+    q = (1.0 + sq / alpha).pow(-(alpha + 1.0) / 2.0)
+    return q / q.sum(1, keepdim=True)
+
+
+def target_distribution(q):
+    """DEC's sharpened target: p_ij = (q_ij^2 / f_j) / sum_j' (q_ij'^2 / f_j') (eq. 3)."""
+    weight = q.pow(2) / q.sum(0)
+    return weight / weight.sum(1, keepdim=True)
+
+
+@register("dec")
+class DEC(ClusterMixin, TransformerMixin, BaseEstimator):
+    """Deep Embedded Clustering (Xie, Girshick & Farhadi, ICML 2016).
+
+    1. Pretrain an autoencoder ``d-500-500-2000-embed_dim`` (the paper's shape) on the
+       activations. ``pretrain="end-to-end"`` trains it whole with Adam;
+       ``"layerwise"`` first trains each layer pair as a denoising autoencoder (input
+       dropout ``dropout``), as the paper does, then fine-tunes end to end. On
+       ``load_digits`` end-to-end pretraining won (see ``docs/reporters.md``), so it is
+       the default.
+    2. Initialise centres by k-means (``n_init`` runs) on the embeddings.
+    3. Train encoder and centres to minimise KL(P || Q), with Q the Student-t soft
+       assignment (``alpha`` = 1) and P the sharpened target, recomputed on all rows
+       every ``update_interval`` iterations (default: once per pass over the data; the
+       paper used 140 iterations of 256 on MNIST). Stop when fewer than ``tol`` of the rows
+       change cluster between two target updates (paper: 0.1%).
+
+    Parameters:
+        n_clusters, embed_dim, hidden, pretrain, pretrain_epochs, pretrain_lr, dropout,
+        lr and momentum (SGD for the clustering phase, paper values 0.01 and 0.9),
+        max_updates (target updates at most), update_interval, tol, alpha, batch_size,
+        n_init, device (``"auto"``: CUDA when present), random_state, progress.
+
+    Attributes:
+        labels_, cluster_centers_ (embedding space), module_ (the autoencoder, on CPU),
+        history_ (one dict per pretraining epoch and per target update: ``phase``,
+        ``loss``, ``delta_label``, ``largest_cluster``, ``degenerate``), n_iter_.
+
+    Example:
+        >>> from sklearn.datasets import make_blobs
+        >>> X, y = make_blobs(300, centers=3, n_features=10, random_state=0)
+        >>> dec = DEC(3, hidden=(32,), embed_dim=3, pretrain_epochs=20, random_state=0)
+        >>> dec.fit(X).cluster_centers_.shape
+        (3, 3)
+    """
+
+    keeps_decoder = False  # IDEC trains on reconstruction + gamma * KL
+
+    _parameter_constraints = {
+        "n_clusters": [Interval(Integral, 2, None, closed="left")],
+        "embed_dim": [Interval(Integral, 1, None, closed="left")],
+        "hidden": ["array-like"],
+        "pretrain": [StrOptions({"end-to-end", "layerwise"})],
+        "pretrain_epochs": [Interval(Integral, 0, None, closed="left")],
+        "pretrain_lr": [Interval(Real, 0, None, closed="neither")],
+        "dropout": [Interval(Real, 0, 1, closed="left")],
+        "lr": [Interval(Real, 0, None, closed="neither")],
+        "momentum": [Interval(Real, 0, 1, closed="left")],
+        "max_updates": [Interval(Integral, 1, None, closed="left")],
+        "update_interval": [None, Interval(Integral, 1, None, closed="left")],
+        "tol": [Interval(Real, 0, 1, closed="both")],
+        "alpha": [Interval(Real, 0, None, closed="neither")],
+        "batch_size": [Interval(Integral, 1, None, closed="left")],
+        "n_init": [Interval(Integral, 1, None, closed="left")],
+        "device": [StrOptions({"auto", "cpu", "cuda"})],
+        "random_state": ["random_state"],
+        "progress": ["boolean"],
+    }
+
+    def __init__(self, n_clusters=10, *, embed_dim=10, hidden=(500, 500, 2000),
+                 pretrain="end-to-end", pretrain_epochs=50, pretrain_lr=1e-3, dropout=0.2,
+                 lr=0.01, momentum=0.9, max_updates=100, update_interval=None, tol=0.001,
+                 alpha=1.0, batch_size=256, n_init=20, device="auto", random_state=None,
+                 progress=False):
+        self.n_clusters = n_clusters
+        self.embed_dim = embed_dim
+        self.hidden = hidden
+        self.pretrain = pretrain
+        self.pretrain_epochs = pretrain_epochs
+        self.pretrain_lr = pretrain_lr
+        self.dropout = dropout
+        self.lr = lr
+        self.momentum = momentum
+        self.max_updates = max_updates
+        self.update_interval = update_interval
+        self.tol = tol
+        self.alpha = alpha
+        self.batch_size = batch_size
+        self.n_init = n_init
+        self.device = device
+        self.random_state = random_state
+        self.progress = progress
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X, y=None):
+        """Pretrain, initialise centres, then train on KL(P || Q); ``y`` is ignored."""
+        import torch
+
+        from ..capture import resolve_device
+
+        X = check_data(self, X).astype(np.float32)
+        check_n_clusters(self, len(X), self.n_clusters)
+        seed = seed_from(self.random_state)
+        generator = seed_everything(seed)
+        self.device_ = resolve_device(self.device)
+        self.mean_ = X.mean(0)
+        self.scale_ = np.float32(X.std() or 1.0)  # one global scale, see AEKMeans
+        data = torch.from_numpy((X - self.mean_) / self.scale_).to(self.device_)
+        module = _autoencoder(X.shape[1], tuple(self.hidden), self.embed_dim).to(self.device_)
+        self.history_ = []
+        self._pretrain(module, data, generator)
+        centers = self._init_centers(module, data, seed)
+        self._cluster(module, centers, data, generator)
+        self.module_ = module.cpu().eval()
+        self.cluster_centers_ = centers.detach().cpu().numpy()
+        self.labels_ = self.predict(X)
+        self.n_iter_ = sum(1 for h in self.history_ if h["phase"] == "cluster")
+        return self
+
+    # -- phases -------------------------------------------------------------------------
+    def _pretrain(self, module, data, generator) -> None:
+        import torch
+
+        if self.pretrain == "layerwise":
+            self._pretrain_layerwise(module, data, generator)
+        opt = torch.optim.Adam(module.parameters(), lr=self.pretrain_lr)
+
+        def epoch(_):
+            total = 0.0
+            for idx in batches(len(data), self.batch_size, generator):
+                batch = data[idx.to(data.device)]
+                loss = torch.nn.functional.mse_loss(module["decoder"](module["encoder"](batch)),
+                                                    batch)
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                total += loss.item() * len(idx)
+            return {"phase": "pretrain", "loss": total / len(data)}
+
+        train(module, self.pretrain_epochs, epoch, name=f"{type(self).__name__} pretrain",
+              lr=self.pretrain_lr, progress=self.progress, history=self.history_)
+
+    def _pretrain_layerwise(self, module, data, generator) -> None:
+        """Stacked denoising autoencoders: each encoder layer with its mirror decoder layer,
+        trained on the (frozen) output of the layers below, input corrupted by dropout."""
+        import torch
+        from torch import nn
+
+        encoders = [m for m in module["encoder"] if isinstance(m, nn.Linear)]
+        decoders = [m for m in module["decoder"] if isinstance(m, nn.Linear)][::-1]
+        inputs = data
+        for depth, (enc, dec) in enumerate(zip(encoders, decoders)):
+            last = depth == len(encoders) - 1
+            params = list(enc.parameters()) + list(dec.parameters())
+            opt = torch.optim.Adam(params, lr=self.pretrain_lr)
+            pair = nn.ModuleList([enc, dec])
+
+            def epoch(_, inputs=inputs, enc=enc, dec=dec, opt=opt, last=last, depth=depth):
+                total = 0.0
+                for idx in batches(len(inputs), self.batch_size, generator):
+                    clean = inputs[idx.to(inputs.device)]
+                    hidden = enc(nn.functional.dropout(clean, self.dropout))
+                    hidden = hidden if last else torch.relu(hidden)
+                    out = dec(nn.functional.dropout(hidden, self.dropout))
+                    out = out if depth == 0 else torch.relu(out)
+                    loss = nn.functional.mse_loss(out, clean)
+                    opt.zero_grad()
+                    loss.backward()
+                    opt.step()
+                    total += loss.item() * len(idx)
+                return {"phase": f"pretrain layer {depth}", "loss": total / len(inputs)}
+
+            train(pair, self.pretrain_epochs, epoch, name=f"DEC layer {depth}",
+                  lr=self.pretrain_lr, progress=self.progress, history=self.history_)
+            with torch.no_grad():
+                inputs = enc(inputs) if last else torch.relu(enc(inputs))
+
+    def _init_centers(self, module, data, seed):
+        import torch
+
+        from .kmeans import KMeans
+
+        with torch.no_grad():
+            z = module["encoder"](data).cpu().numpy()
+        km = KMeans(self.n_clusters, n_init=self.n_init, random_state=seed, device="cpu",
+                    max_points_per_centroid=None).fit(z)
+        return torch.nn.Parameter(torch.from_numpy(km.cluster_centers_).to(data.device))
+
+    def _cluster(self, module, centers, data, generator) -> None:
+        import torch
+
+        params = list(module["encoder"].parameters()) + [centers]
+        if self.keeps_decoder:
+            params += list(module["decoder"].parameters())
+        opt = torch.optim.SGD(params, lr=self.lr, momentum=self.momentum)
+        interval = self.update_interval or max(1, -(-len(data) // self.batch_size))
+        state = {"labels": None}
+
+        def update(_):
+            with torch.no_grad():
+                q = soft_assign(module["encoder"](data), centers, self.alpha)
+                p = target_distribution(q)
+            labels = q.argmax(1).cpu().numpy()
+            change = 1.0 if state["labels"] is None else \
+                float((labels != state["labels"]).mean())
+            state["labels"] = labels
+            record = {"phase": "cluster", "delta_label": change,
+                      "largest_cluster": float(np.bincount(labels, minlength=self.n_clusters)
+                                               .max() / len(labels)),
+                      "degenerate": degenerate(labels, self.n_clusters)}
+            if change < self.tol:
+                return {**record, "stop": True}
+            total, seen = 0.0, 0
+            order = iter(())
+            for _step in range(interval):
+                idx = next(order, None)
+                if idx is None:
+                    order = iter(batches(len(data), self.batch_size, generator))
+                    idx = next(order)
+                idx = idx.to(data.device)
+                batch = data[idx]
+                z = module["encoder"](batch)
+                q_batch = soft_assign(z, centers, self.alpha)
+                loss = torch.nn.functional.kl_div(q_batch.log(), p[idx], reduction="batchmean")
+                if self.keeps_decoder:
+                    recon = torch.nn.functional.mse_loss(module["decoder"](z), batch)
+                    loss = recon + self.gamma * loss
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                total += loss.item() * len(idx)
+                seen += len(idx)
+            return {**record, "loss": total / seen}
+
+        train(module, self.max_updates, update, name=f"{type(self).__name__} clustering",
+              lr=self.lr, progress=self.progress, history=self.history_)
+
+    # -- inference ------------------------------------------------------------------------
+    def transform(self, X):
+        """The embedding of each row."""
+        import torch
+
+        check_is_fitted(self, "module_")
+        X = check_data(self, X, reset=False).astype(np.float32)
+        with torch.no_grad():
+            return self.module_["encoder"](
+                torch.from_numpy((X - self.mean_) / self.scale_)).numpy()
+
+    def predict_proba(self, X):
+        """DEC's soft assignment Q of each row to each cluster."""
+        import torch
+
+        z = torch.from_numpy(self.transform(X))
+        return soft_assign(z, torch.from_numpy(self.cluster_centers_), self.alpha).numpy()
+
+    def predict(self, X):
+        return self.predict_proba(X).argmax(1)
+
+    def fit_predict(self, X, y=None):
+        return self.fit(X).labels_
+
+    def save(self, path) -> Path:
+        """Save the fitted reporter (weights on CPU) to ``path``; :func:`load` reads it."""
+        import torch
+
+        check_is_fitted(self, "module_")
+        path = Path(path)
+        torch.save(self, path)
+        return path
+
+    @classmethod
+    def load(cls, path):
+        """Read a reporter written by :meth:`save`."""
+        import torch
+
+        model = torch.load(path, map_location="cpu", weights_only=False)
+        if type(model) is not cls:
+            raise TypeError(f"{path} holds a {type(model).__name__}, not a {cls.__name__}")
+        return model
+
+
+@register("idec")
+class IDEC(DEC):
+    """Improved DEC (Guo, Gao, Liu & Yin, IJCAI 2017): DEC that keeps the decoder.
+
+    The clustering phase minimises ``reconstruction + gamma * KL(P || Q)`` (paper:
+    ``gamma`` = 0.1), so the embedding keeps the local structure the autoencoder learned
+    instead of being free to distort it. Everything else is :class:`DEC`.
+
+    Example:
+        >>> from sklearn.datasets import make_blobs
+        >>> X, y = make_blobs(300, centers=3, n_features=10, random_state=0)
+        >>> IDEC(3, hidden=(32,), embed_dim=3, pretrain_epochs=20, random_state=0).fit(X).gamma
+        0.1
+    """
+
+    _parameter_constraints = {**DEC._parameter_constraints,
+                              "gamma": [Interval(Real, 0, None, closed="neither")]}
+
+    def __init__(self, n_clusters=10, *, gamma=0.1, embed_dim=10, hidden=(500, 500, 2000),
+                 pretrain="end-to-end", pretrain_epochs=50, pretrain_lr=1e-3, dropout=0.2,
+                 lr=0.01, momentum=0.9, max_updates=100, update_interval=None, tol=0.001,
+                 alpha=1.0, batch_size=256, n_init=20, device="auto", random_state=None,
+                 progress=False):
+        super().__init__(n_clusters, embed_dim=embed_dim, hidden=hidden, pretrain=pretrain,
+                         pretrain_epochs=pretrain_epochs, pretrain_lr=pretrain_lr,
+                         dropout=dropout, lr=lr, momentum=momentum, max_updates=max_updates,
+                         update_interval=update_interval, tol=tol, alpha=alpha,
+                         batch_size=batch_size, n_init=n_init, device=device,
+                         random_state=random_state, progress=progress)
+        self.gamma = gamma
+
+    keeps_decoder = True

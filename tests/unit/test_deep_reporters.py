@@ -1,0 +1,103 @@
+"""DEC and IDEC on small planted data: recovery, reproducibility, history, save/load,
+divergence, interruption, and a store layer giving the same result as its array."""
+
+import numpy as np
+import pytest
+from sklearn.datasets import make_blobs
+from sklearn.metrics import adjusted_rand_score
+
+from actclust.errors import ActclustError
+from actclust.reporters import DEC, IDEC
+from actclust.reporters._trainer import TrainingDiverged, train
+from tests.unit.test_store import make_store
+
+SMALL = dict(hidden=(32,), embed_dim=4, pretrain_epochs=25, n_init=5, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def blobs():
+    return make_blobs(400, centers=4, n_features=12, cluster_std=1.0, random_state=7)
+
+
+@pytest.mark.parametrize("cls", [DEC, IDEC])
+def test_recovers_planted_clusters_and_records_history(cls, blobs):
+    X, y = blobs
+    model = cls(4, random_state=0, **SMALL).fit(X)
+    assert adjusted_rand_score(y, model.labels_) > 0.95
+    phases = [h["phase"] for h in model.history_]
+    assert phases.count("pretrain") == 25 and "cluster" in phases
+    clustering = [h for h in model.history_ if h["phase"] == "cluster"]
+    assert all({"delta_label", "largest_cluster", "degenerate"} <= set(h) for h in clustering)
+    assert clustering[-1].get("stop") or len(clustering) == model.max_updates
+    assert not any(h["degenerate"] for h in clustering)
+    proba = model.predict_proba(X[:5])
+    np.testing.assert_allclose(proba.sum(1), 1, rtol=1e-5)
+    np.testing.assert_array_equal(proba.argmax(1), model.labels_[:5])
+
+
+@pytest.mark.parametrize("cls", [DEC, IDEC])
+def test_same_seed_same_result(cls, blobs):
+    X, _ = blobs
+    a = cls(4, random_state=3, **SMALL).fit(X)
+    b = cls(4, random_state=3, **SMALL).fit(X)
+    np.testing.assert_array_equal(a.labels_, b.labels_)
+    np.testing.assert_allclose(a.cluster_centers_, b.cluster_centers_)
+
+
+def test_layerwise_pretraining_runs_each_layer(blobs):
+    X, y = blobs
+    model = DEC(4, hidden=(16, 16), embed_dim=4, pretrain="layerwise", pretrain_epochs=10,
+                n_init=3, random_state=0, device="cpu").fit(X)
+    phases = {h["phase"] for h in model.history_}
+    assert {"pretrain layer 0", "pretrain layer 1", "pretrain layer 2", "pretrain"} <= phases
+    assert adjusted_rand_score(y, model.labels_) > 0.9
+
+
+def test_save_and_load_round_trip(blobs, tmp_path):
+    X, _ = blobs
+    model = IDEC(4, random_state=0, **SMALL).fit(X)
+    path = model.save(tmp_path / "idec.pt")
+    loaded = IDEC.load(path)
+    np.testing.assert_array_equal(loaded.predict(X), model.predict(X))
+    assert loaded.get_params() == model.get_params()
+    with pytest.raises(TypeError, match="holds a IDEC, not a DEC"):
+        DEC.load(path)
+
+
+def test_store_layer_gives_the_array_result(tmp_path):
+    store, data = make_store(tmp_path / "s", n_docs=60, rows_per_doc=5, shard_docs=25, dim=6)
+    view = store.layer("blocks.0.hook_out")
+    from_view = DEC(3, random_state=0, **SMALL).fit(view).labels_
+    from_array = DEC(3, random_state=0, **SMALL).fit(data["blocks.0.hook_out"]).labels_
+    np.testing.assert_array_equal(from_view, from_array)
+
+
+def test_divergence_names_the_epoch_and_suggests_a_lower_rate(blobs):
+    X, _ = blobs
+    with pytest.raises(TrainingDiverged, match=r"epoch \d+.*Lower the learning rate \(now 1e\+06\)"):
+        DEC(4, hidden=(32,), embed_dim=4, pretrain_epochs=5, pretrain_lr=1e6, n_init=1,
+            random_state=0, device="cpu").fit(X * 1e3)
+
+
+def test_interrupt_keeps_the_last_good_weights():
+    import torch
+
+    module = torch.nn.Linear(2, 2)
+
+    def run_epoch(epoch):
+        if epoch == 2:
+            raise KeyboardInterrupt
+        with torch.no_grad():
+            module.weight.add_(1.0)
+        return {"loss": 1.0}
+
+    before = module.weight.detach().clone()
+    with pytest.warns(RuntimeWarning, match="interrupted after 2 epochs"):
+        history = train(module, 5, run_epoch, name="toy", lr=0.1)
+    assert len(history) == 2
+    torch.testing.assert_close(module.weight.detach(), before + 2.0)
+
+
+def test_fewer_rows_than_clusters():
+    with pytest.raises(ActclustError, match="n_clusters=12 needs at least 12 rows"):
+        DEC(12, **SMALL).fit(np.random.default_rng(0).normal(size=(8, 3)))
