@@ -55,9 +55,12 @@ class DEC(ClusterMixin, TransformerMixin, BaseEstimator):
     1. Pretrain an autoencoder ``d-500-500-2000-embed_dim`` (the paper's shape) on the
        activations. ``pretrain="end-to-end"`` trains it whole with Adam;
        ``"layerwise"`` first trains each layer pair as a denoising autoencoder (input
-       dropout ``dropout``), as the paper does, then fine-tunes end to end. On
-       ``load_digits`` end-to-end pretraining won (see ``docs/reporters.md``), so it is
-       the default.
+       dropout ``dropout``), as the paper does, then fine-tunes end to end. Measured on
+       ``load_digits`` (pixels / 16, 3 seeds, 50 epochs per stage): end-to-end NMI
+       0.825 ± 0.002, accuracy 0.813 ± 0.011, 31 s per fit alone on 2 cores; layerwise
+       NMI 0.841 ± 0.036, accuracy 0.852 ± 0.047, about 3x the time. The layerwise mean
+       is higher but within one sd and far less stable, and it misses the one-minute budget,
+       so end-to-end is the default.
     2. Initialise centres by k-means (``n_init`` runs) on the embeddings.
     3. Train encoder and centres to minimise KL(P || Q), with Q the Student-t soft
        assignment (``alpha`` = 1) and P the sharpened target, recomputed on all rows
