@@ -12,6 +12,7 @@ Example:
 __version__ = "0.1.0"
 
 from .capture import capture  # noqa: E402
+from .compare import compare  # noqa: E402
 from .store import ActivationStore  # noqa: E402
 
-__all__ = ["capture", "ActivationStore", "__version__"]
+__all__ = ["capture", "ActivationStore", "compare", "__version__"]

@@ -44,6 +44,12 @@ def main(argv=None) -> int:
         return 0
 
 
+def _reporter_names():
+    from .reporters import registry
+
+    return registry()
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
@@ -97,7 +103,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("fit", help="fit one reporter on one layer and score its clusters")
     p.add_argument("store")
     p.add_argument("--layer", required=True)
-    p.add_argument("--reporter", default="kmeans", help="kmeans, gmm, agglomerative, aekmeans")
+    p.add_argument("--reporter", default="kmeans", help="a clustering reporter: "
+                   + ", ".join(n for n in sorted(_reporter_names()) if n != "pca"))
     p.add_argument("--n-clusters", type=int, help="default: classes of the first label")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--labels", help="label columns to score against (default: all)")
@@ -108,7 +115,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("store")
     p.add_argument("--labels", required=True, help="label columns, comma-separated")
     p.add_argument("--layers", help="layer names or globs (default: all)")
-    p.add_argument("--reporters", default="kmeans", help="comma-separated reporter names")
+    p.add_argument("--reporters", default="kmeans",
+                   help="comma-separated reporter names ('' for probes only)")
     p.add_argument("--seeds", type=int, default=3, help="seeds per reporter (default 3)")
     p.add_argument("--n-clusters", type=int, help="default: the number of classes")
     p.add_argument("--no-probes", action="store_true", help="skip the linear probes")
@@ -236,7 +244,6 @@ def cmd_fit(args) -> int:
     import pandas as pd
 
     from .metrics import cluster_scores
-    from .reporters import get_reporter
     from .store import ActivationStore
 
     store = ActivationStore(args.store)
@@ -249,7 +256,9 @@ def cmd_fit(args) -> int:
         if not labels:
             raise ActclustError("the store has no label columns: pass --n-clusters")
         k = int(pd.Series(store.labels(labels[0])).nunique())
-    model = get_reporter(args.reporter)()
+    from .compare import reporter_for
+
+    _, model = reporter_for(args.reporter)
     params = {"n_clusters": k}
     if "random_state" in model.get_params():
         params["random_state"] = args.seed
@@ -274,7 +283,7 @@ def cmd_compare(args) -> int:
     from .compare import compare, summarize, write_results
 
     table = compare(args.store, _split(args.labels), layers=args.layers,
-                    reporters=_split(args.reporters), seeds=args.seeds,
+                    reporters=_split(args.reporters) or [], seeds=args.seeds,
                     n_clusters=args.n_clusters, probes=not args.no_probes,
                     group_column=args.group_column, progress=not args.quiet)
     path = write_results(table, args.out)

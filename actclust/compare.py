@@ -70,7 +70,7 @@ def compare(store, labels: Union[str, Sequence[str]], layers=None,
         raise ActclustError("seeds is empty: give a number of seeds or a list of them")
     layer_names = _select_layers(store, layers, glob_regex)
     targets = {label: store.labels(label) for label in labels}
-    estimators = [_estimator(r) for r in reporters]
+    estimators = [reporter_for(r) for r in reporters]
     groups, types = _probe_groups(store, group_column)
     cells = len(layer_names) * (len(estimators) * len(seeds) + (len(labels) if probes else 0))
     bar = tqdm(total=cells, disable=not progress, desc="compare", unit="fit")
@@ -130,11 +130,14 @@ def _select_layers(store, layers, glob_regex) -> list:
     return [n for n in store.layers if n in chosen]
 
 
-def _estimator(reporter):
+def reporter_for(reporter):
+    """A (name, unfitted clustering estimator) pair from a registered name or an instance."""
     if isinstance(reporter, str):
         name, est = reporter, get_reporter(reporter)()
     else:
         name, est = getattr(type(reporter), "registry_name", type(reporter).__name__), reporter
+        if est.get_params() != type(est)().get_params():  # keep two settings apart
+            name = " ".join(repr(est).split())
     if not isinstance(est, ClusterMixin):
         raise ActclustError(f"reporter {name!r} does not cluster, so it has no clusters to "
                             "compare with labels; use a clustering reporter")

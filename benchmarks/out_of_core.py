@@ -3,7 +3,7 @@
 Writes a store of at least ``--gb`` GB (float32 rows around 16 centres, 384 dims), then in
 a subprocess whose data segment is capped at ``--limit-gb`` (``RLIMIT_DATA``: heap and
 private mappings; the store's shards are read-only file mappings and file reads) fits
-``PCA(32)`` (streamed: IncrementalPCA over the layer) and ``KMeans(16)`` (trained on a
+``PCA(32)`` (streamed: one pass accumulating the covariance) and ``KMeans(16)`` (trained on a
 sample, every row assigned in batches). Peak resident memory comes from ``getrusage``.
 Last line: ``peak_rss_gb=<x> store_gb=<y>``.
 

@@ -9,7 +9,7 @@ from sklearn.base import BaseEstimator, ClusterMixin, TransformerMixin, _fit_con
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
-from ._base import check_data, check_n_clusters, register, seed_from
+from ._base import check_data, check_n_clusters, register, seed_from, warn_constant_columns
 
 
 def _autoencoder(d_in: int, hidden: tuple, d_code: int):
@@ -97,6 +97,7 @@ class AEKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
         seed = seed_from(self.random_state)
         self.mean_ = X.mean(0)
         if self.standardize:
+            warn_constant_columns(X, self)
             self.scale_ = np.where(X.std(0) > 0, X.std(0), 1.0).astype(np.float32)
         else:  # one global scale keeps the columns' relative variances
             self.scale_ = np.full(X.shape[1], X.std() or 1.0, np.float32)

@@ -13,7 +13,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
 from ._base import (check_data, check_n_clusters, is_layer_view, iter_rows, register,
-                    seed_from)
+                    seed_from, warn_constant_columns)
 
 
 def _faiss():
@@ -81,7 +81,8 @@ class KMeans(ClusterMixin, TransformerMixin, BaseEstimator):
     Parameters:
         n_clusters: number of clusters, at least 2.
         n_init: independent runs (seeding + Lloyd); the lowest objective wins.
-        max_iter: Lloyd iterations per run (faiss ``niter``; faiss runs them all).
+        max_iter: Lloyd iterations per run at most (faiss ``niter``; faiss stops earlier once
+            assignments stop changing).
         init: ``"k-means++"``: greedy k-means++ seeding as in scikit-learn, on a sample of
             64 rows per centre (see :func:`greedy_kmeans_pp`); ``"random"``: faiss' default,
             faster, often a worse local minimum.
@@ -153,7 +154,7 @@ class KMeans(ClusterMixin, TransformerMixin, BaseEstimator):
         km = self._train_faiss(train, seed)
         self.cluster_centers_ = km.centroids.astype(np.float32)
         self.objective_ = np.asarray(km.obj)
-        self.n_iter_ = max(1, len(self.objective_) // self.n_init)
+        self.n_iter_ = max(1, len(self.objective_))  # iterations of the run that was kept
         labels, sq_dist = self._assign_all(X if streamed else train, preprocessed=not streamed)
         self.labels_ = labels
         self.inertia_ = float(sq_dist.sum())
@@ -179,6 +180,7 @@ class KMeans(ClusterMixin, TransformerMixin, BaseEstimator):
         X = np.ascontiguousarray(X, dtype=np.float32)
         self.whitening_ = None
         if self.whiten_components is not None:
+            warn_constant_columns(X, self)  # whitening divides by each direction's spread
             faiss = _faiss()
             n_out = min(self.whiten_components, X.shape[1])
             pca = faiss.PCAMatrix(X.shape[1], n_out, -0.5)  # eigen_power -0.5 = whitening

@@ -1,4 +1,4 @@
-"""PCA: exact in memory, incremental when a store layer is larger than the memory budget."""
+"""PCA: in memory, or in one streamed pass when a store layer exceeds the memory budget."""
 
 from __future__ import annotations
 
@@ -19,7 +19,8 @@ class PCA(TransformerMixin, BaseEstimator):
 
     Data that fits ``memory_budget_gb`` gets scikit-learn's PCA. A store layer beyond it
     is streamed once in batches of ``batch_size`` rows, accumulating the covariance (exact,
-    not an approximation), and never loaded whole; ``incremental_`` says which ran.
+    not an approximation), and never loaded whole; ``incremental_`` is True when the layer
+    was streamed.
 
     Parameters:
         n_components: components to keep (``None``: all).

@@ -81,3 +81,20 @@ def test_cli_compare_and_fit(topics_store, tmp_path, capsys):
     assert "10 clusters over 300 rows" in capsys.readouterr().out
     clusters = pd.read_parquet(tmp_path / "clusters.parquet")
     assert len(clusters) == 300 and clusters["cluster"].between(0, 9).all()
+
+
+def test_probes_only_and_distinct_settings(topics_store, tmp_path, capsys):
+    from actclust.reporters import KMeans
+
+    table = compare(topics_store, "topic", layers="blocks.5.hook_out",
+                    reporters=["kmeans", KMeans(spherical=True)], seeds=1, probes=False,
+                    progress=False)
+    assert set(table["method"]) == {"kmeans", "KMeans(spherical=True)"}
+    out = tmp_path / "probes.parquet"
+    assert main(["compare", str(topics_store.root), "--labels", "topic", "--layers",
+                 "blocks.5.hook_out", "--reporters", "", "--seeds", "1", "--out", str(out),
+                 "--quiet"]) == 0
+    assert set(pd.read_parquet(out)["method"]) == {"linear_probe"}
+    assert main(["fit", str(topics_store.root), "--layer", "blocks.5.hook_out",
+                 "--reporter", "pca"]) == 2
+    assert "'pca' does not cluster" in capsys.readouterr().err
