@@ -6,18 +6,19 @@ loading it. Every reporter is registered by name for the CLI and sweep files.
 
 Example:
     >>> sorted(registry())
-    ['aekmeans', 'agglomerative', 'ccs', 'dec', 'gmm', 'idec', 'kmeans', 'pca']
+    ['aekmeans', 'agglomerative', 'ccs', 'dec', 'gmm', 'idec', 'iic', 'kmeans', 'pca']
 """
 
 from ._base import get_reporter, register, registry
 from .aekmeans import AEKMeans
 from .ccs import CCS, contrast_pairs
 from .dec import DEC, IDEC
+from .iic import IIC
 from .agglomerative import Agglomerative
 from .gmm import GMM, select_k
 from .kmeans import KMeans
 from .pca import PCA
 
-__all__ = ["PCA", "KMeans", "GMM", "Agglomerative", "AEKMeans", "DEC", "IDEC", "CCS",
+__all__ = ["PCA", "KMeans", "GMM", "Agglomerative", "AEKMeans", "DEC", "IDEC", "IIC", "CCS",
            "contrast_pairs", "select_k",
            "get_reporter", "register", "registry"]
