@@ -74,6 +74,24 @@ def greedy_kmeans_pp(X: np.ndarray, k: int, rng: np.random.Generator,
     return centers
 
 
+def _whitening(X: np.ndarray, n_components: int, owner) -> tuple:
+    """PCA-whitening as ``x @ A.T + b``, over the directions that actually vary.
+
+    Constant columns (dead units) are left out and eigenvalues get a small floor, so a
+    direction without spread is not divided by zero.
+    """
+    varying = warn_constant_columns(X, owner)
+    mean = X.mean(0)
+    cov = np.cov(X[:, varying].astype(np.float64), rowvar=False).reshape(
+        int(varying.sum()), int(varying.sum()))
+    eigvals, eigvecs = np.linalg.eigh(cov)
+    order = np.argsort(eigvals)[::-1][:min(n_components, int(varying.sum()))]
+    floor = 1e-6 * max(float(eigvals.max()), 1e-12)
+    A = np.zeros((len(order), X.shape[1]))
+    A[:, varying] = (eigvecs[:, order] / np.sqrt(np.maximum(eigvals[order], 0) + floor)).T
+    return A.astype(np.float32), (-A @ mean).astype(np.float32)
+
+
 @register("kmeans")
 class KMeans(ClusterMixin, TransformerMixin, BaseEstimator):
     """k-means clustering on faiss (``faiss.Kmeans``), with the DeepCluster preprocessing.
@@ -87,7 +105,8 @@ class KMeans(ClusterMixin, TransformerMixin, BaseEstimator):
             64 rows per centre (see :func:`greedy_kmeans_pp`); ``"random"``: faiss' default,
             faster, often a worse local minimum.
         spherical: cosine k-means: rows and centroids are L2-normalised.
-        whiten_components: if set, PCA-whiten to this many dimensions and L2-normalise
+        whiten_components: if set, PCA-whiten to this many dimensions (constant columns
+            left out) and L2-normalise
             before clustering, the DeepCluster recipe (Caron et al. 2018, 256 dims there).
             ``cluster_centers_`` then live in that whitened space.
         max_points_per_centroid: Lloyd's iterations run on a random sample of at most this
@@ -180,14 +199,7 @@ class KMeans(ClusterMixin, TransformerMixin, BaseEstimator):
         X = np.ascontiguousarray(X, dtype=np.float32)
         self.whitening_ = None
         if self.whiten_components is not None:
-            warn_constant_columns(X, self)  # whitening divides by each direction's spread
-            faiss = _faiss()
-            n_out = min(self.whiten_components, X.shape[1])
-            pca = faiss.PCAMatrix(X.shape[1], n_out, -0.5)  # eigen_power -0.5 = whitening
-            pca.train(X)
-            A = faiss.vector_to_array(pca.A).reshape(n_out, X.shape[1])
-            b = faiss.vector_to_array(pca.b)
-            self.whitening_ = (A.astype(np.float32), b.astype(np.float32))
+            self.whitening_ = _whitening(X, self.whiten_components, self)
         return self._preprocess(X)
 
     def _preprocess(self, X: np.ndarray) -> np.ndarray:

@@ -1,0 +1,180 @@
+"""DeepCluster (Caron, Bojanowski, Joulin & Douze, ECCV 2018) over activation vectors."""
+
+from __future__ import annotations
+
+from numbers import Integral, Real
+
+import numpy as np
+from sklearn.base import BaseEstimator, ClusterMixin, TransformerMixin, _fit_context
+from sklearn.metrics import normalized_mutual_info_score
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.validation import check_is_fitted
+
+from ._base import check_data, check_n_clusters, register, seed_from
+from ._trainer import degenerate, seed_everything, train
+
+
+def _backbone(d_in: int, hidden: tuple, d_out: int):
+    from torch import nn
+
+    layers, width = [], d_in
+    for h in (*hidden, d_out):
+        layers += [nn.Linear(width, h), nn.BatchNorm1d(h), nn.ReLU()]
+        width = h
+    return nn.Sequential(*layers)
+
+
+@register("deepcluster")
+class DeepCluster(ClusterMixin, TransformerMixin, BaseEstimator):
+    """DeepCluster: alternate k-means pseudo-labels and training the network on them.
+
+    Each epoch: compute the backbone's features of every row; PCA-whiten them to
+    ``whiten_components`` dimensions and L2-normalise (the paper: 256 of 4096; default
+    here ``feature_dim // 8``, 0 = no whitening; measured on load_digits, 2 seeds: all 128
+    dims NMI 0.62, 16 dims 0.77, none 0.76; whitening every direction lifts noise to the
+    level of signal); k-means them
+    (faiss, :class:`~actclust.reporters.KMeans`) into ``n_clusters`` pseudo-labels, where
+    faiss re-seeds an empty cluster by splitting a large one with a small perturbation, as
+    the paper does; re-initialise the linear classifier head; train backbone and head on
+    the pseudo-labels for one pass, sampling rows uniformly over pseudo-labels so big
+    clusters cannot swallow the rest. ``history_`` records the NMI between consecutive
+    epochs' assignments, the paper's convergence signal. Over-clustering (``n_clusters``
+    far above the number of classes) costs little: faiss k-means and one linear head.
+
+    The backbone is an MLP over activation vectors (Linear + BatchNorm + ReLU), trained
+    with SGD (paper: lr 0.05, momentum 0.9, weight decay 1e-5).
+
+    Attributes:
+        labels_ (the last epoch's pseudo-labels), module_ (backbone, on CPU), kmeans_
+        (the last epoch's k-means, whitening included), history_ (per epoch: loss,
+        nmi_previous, largest_cluster, degenerate), n_iter_.
+
+    Example:
+        >>> from sklearn.datasets import make_blobs
+        >>> X, y = make_blobs(400, centers=3, n_features=8, random_state=0)
+        >>> DeepCluster(3, epochs=5, random_state=0).fit(X).labels_.shape
+        (400,)
+    """
+
+    _parameter_constraints = {
+        "n_clusters": [Interval(Integral, 2, None, closed="left")],
+        "hidden": ["array-like"],
+        "feature_dim": [Interval(Integral, 1, None, closed="left")],
+        "whiten_components": [None, Interval(Integral, 0, None, closed="left")],
+        "epochs": [Interval(Integral, 1, None, closed="left")],
+        "batch_size": [Interval(Integral, 2, None, closed="left")],
+        "lr": [Interval(Real, 0, None, closed="neither")],
+        "momentum": [Interval(Real, 0, 1, closed="left")],
+        "weight_decay": [Interval(Real, 0, None, closed="left")],
+        "device": [StrOptions({"auto", "cpu", "cuda"})],
+        "random_state": ["random_state"],
+        "progress": ["boolean"],
+    }
+
+    def __init__(self, n_clusters=10, *, hidden=(512,), feature_dim=128, whiten_components=None,
+                 epochs=30, batch_size=256, lr=0.05, momentum=0.9, weight_decay=1e-5,
+                 device="auto", random_state=None, progress=False):
+        self.n_clusters = n_clusters
+        self.hidden = hidden
+        self.feature_dim = feature_dim
+        self.whiten_components = whiten_components
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.lr = lr
+        self.momentum = momentum
+        self.weight_decay = weight_decay
+        self.device = device
+        self.random_state = random_state
+        self.progress = progress
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X, y=None):
+        """Alternate clustering and training for ``epochs``; ``y`` is ignored."""
+        import torch
+
+        from ..capture import resolve_device
+        from .kmeans import KMeans
+
+        X = check_data(self, X).astype(np.float32)
+        check_n_clusters(self, len(X), self.n_clusters)
+        seed = seed_from(self.random_state)
+        generator = seed_everything(seed)
+        device = resolve_device(self.device)
+        self.mean_, self.scale_ = X.mean(0), np.float32(X.std() or 1.0)
+        data = torch.from_numpy((X - self.mean_) / self.scale_).to(device)
+        backbone = _backbone(X.shape[1], tuple(self.hidden), self.feature_dim).to(device)
+        opt = torch.optim.SGD(backbone.parameters(), lr=self.lr, momentum=self.momentum,
+                              weight_decay=self.weight_decay)
+        if self.whiten_components is None:
+            whiten = max(1, self.feature_dim // 8)
+        else:
+            whiten = min(self.whiten_components, self.feature_dim) or None
+        state = {"labels": None, "kmeans": None}
+
+        def epoch(number):
+            features = self._features(backbone, data)
+            km = KMeans(self.n_clusters, whiten_components=whiten, random_state=seed + number,
+                        device="cpu" if device == "cpu" else "auto",
+                        max_points_per_centroid=None).fit(features)
+            labels = km.labels_
+            stability = float("nan") if state["labels"] is None else \
+                normalized_mutual_info_score(state["labels"], labels)
+            state["labels"], state["kmeans"] = labels, km
+            head = torch.nn.Linear(self.feature_dim, self.n_clusters).to(device)  # re-init
+            head_opt = torch.optim.SGD(head.parameters(), lr=self.lr,
+                                       momentum=self.momentum, weight_decay=self.weight_decay)
+            # Uniform over pseudo-labels: each row weighted by 1 / its cluster's size.
+            sizes = np.bincount(labels, minlength=self.n_clusters)
+            weights = torch.from_numpy(1.0 / sizes[labels])
+            order = torch.multinomial(weights, len(labels), replacement=True,
+                                      generator=generator)
+            targets = torch.from_numpy(labels).to(device)
+            backbone.train()
+            total = 0.0
+            for idx in order.split(self.batch_size):
+                if len(idx) < 2:
+                    continue
+                idx = idx.to(device)
+                loss = torch.nn.functional.cross_entropy(head(backbone(data[idx])),
+                                                         targets[idx])
+                opt.zero_grad()
+                head_opt.zero_grad()
+                loss.backward()
+                opt.step()
+                head_opt.step()
+                total += loss.item() * len(idx)
+            return {"loss": total / len(labels), "nmi_previous": stability,
+                    "largest_cluster": float(sizes.max() / len(labels)),
+                    "degenerate": degenerate(labels, self.n_clusters)}
+
+        self.history_ = train(backbone, self.epochs, epoch, name="DeepCluster", lr=self.lr,
+                              progress=self.progress)
+        self.module_ = backbone.cpu().eval()
+        self.kmeans_ = state["kmeans"]
+        self.labels_ = state["labels"]
+        self.n_iter_ = len(self.history_)
+        return self
+
+    @staticmethod
+    def _features(backbone, data) -> np.ndarray:
+        import torch
+
+        backbone.eval()
+        with torch.no_grad():
+            return backbone(data).cpu().numpy()
+
+    def transform(self, X):
+        """The backbone's features of each row."""
+        import torch
+
+        check_is_fitted(self, "module_")
+        X = check_data(self, X, reset=False).astype(np.float32)
+        return self._features(self.module_, torch.from_numpy((X - self.mean_) / self.scale_))
+
+    def predict(self, X):
+        """Cluster of each row under the last epoch's k-means (whitening included)."""
+        features = self.transform(X)
+        return self.kmeans_.predict(features)
+
+    def fit_predict(self, X, y=None):
+        return self.fit(X).labels_
