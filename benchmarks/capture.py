@@ -97,7 +97,7 @@ def main() -> None:
     docs = long_documents(target.tokenizer, args.docs, args.max_length)
     bs, ml = args.batch_size, args.max_length
     times = {"bare": [], "tl": [], "capture": [], "layer2": []}
-    with tempfile.TemporaryDirectory(dir=".") as tmp:
+    with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         bare_forward(target, docs[:bs], bs, ml)  # warm-up
         for _ in range(args.repeats):  # interleaved, so drift hits every variant alike

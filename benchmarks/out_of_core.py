@@ -86,7 +86,7 @@ def main() -> None:
     parser.add_argument("--limit-gb", type=float, default=1.5)
     parser.add_argument("--keep", help="reuse or keep the store in this directory")
     args = parser.parse_args()
-    base = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(dir="."))
+    base = Path(args.keep) if args.keep else Path(tempfile.mkdtemp())
     store = base / "store"
     try:
         if not (store / "manifest.json").exists():

@@ -89,7 +89,7 @@ def main() -> None:
     mb = data.nbytes / 2**20
     times = {"write_ours": [], "write_raw": [], "write_durable": [], "read_ours": [],
              "read_raw": []}
-    with tempfile.TemporaryDirectory(dir=".") as tmp:
+    with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         for _ in range(args.repeats):  # interleaved, so drift hits both sides alike
             shutil.rmtree(tmp / "store", ignore_errors=True)
