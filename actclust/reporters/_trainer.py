@@ -15,6 +15,7 @@ from typing import Callable
 import numpy as np
 
 from ..errors import ActclustError
+from ._base import check_data, check_n_clusters, seed_from, warn_constant_columns
 
 
 class TrainingDiverged(ActclustError):
@@ -27,6 +28,49 @@ def seed_everything(seed: int):
 
     torch.manual_seed(seed)
     return torch.Generator().manual_seed(seed)
+
+
+class TrainedReporterMixin:
+    """Fit and inference plumbing every trained reporter shares.
+
+    Rows are centred and divided by one global scale (or per column with
+    ``per_column=True``), once at fit time; inference applies the same scaling.
+    """
+
+    def _start_fit(self, X, per_column: bool = False):
+        """Validate ``X``, seed torch, choose the device and scale the rows.
+
+        Returns ``(X, seed, generator, device, data)``: the checked float32 array, the
+        int seed, a torch generator for batch order, the device and the scaled rows as a
+        tensor on that device.
+        """
+        import torch
+
+        from ..capture import resolve_device
+
+        X = check_data(self, X).astype(np.float32)
+        check_n_clusters(self, len(X), self.n_clusters)
+        seed = seed_from(self.random_state)
+        generator = seed_everything(seed)
+        self.mean_ = X.mean(0)
+        if per_column:
+            warn_constant_columns(X, self)
+            self.scale_ = np.where(X.std(0) > 0, X.std(0), 1.0).astype(np.float32)
+        else:  # one global scale keeps the columns' relative variances
+            self.scale_ = np.float32(X.std() or 1.0)
+        device = resolve_device(self.device)
+        data = torch.from_numpy((X - self.mean_) / self.scale_).to(device)
+        return X, seed, generator, device, data
+
+    def _scaled_input(self, X):
+        """New rows, checked and scaled as at fit time, as a CPU tensor."""
+        import torch
+
+        from sklearn.utils.validation import check_is_fitted
+
+        check_is_fitted(self, "module_")
+        X = check_data(self, X, reset=False).astype(np.float32)
+        return torch.from_numpy((X - self.mean_) / self.scale_)
 
 
 def batches(n: int, batch_size: int, generator):

@@ -7,9 +7,9 @@ from numbers import Integral, Real
 import numpy as np
 from sklearn.base import BaseEstimator, ClusterMixin, TransformerMixin, _fit_context
 from sklearn.utils._param_validation import Interval, StrOptions
-from sklearn.utils.validation import check_is_fitted
 
-from ._base import check_data, check_n_clusters, register, seed_from, warn_constant_columns
+from ._base import register
+from ._trainer import TrainedReporterMixin
 
 
 def _autoencoder(d_in: int, hidden: tuple, d_code: int):
@@ -26,7 +26,7 @@ def _autoencoder(d_in: int, hidden: tuple, d_code: int):
 
 
 @register("aekmeans")
-class AEKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
+class AEKMeans(TrainedReporterMixin, ClusterMixin, TransformerMixin, BaseEstimator):
     """Train a small autoencoder on the activations, then k-means its code.
 
     Rows are centred and scaled first: by one global scale by default, or per column with
@@ -89,23 +89,10 @@ class AEKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
         """Train the autoencoder on ``X`` and cluster the codes; ``y`` is ignored."""
         import torch
 
-        from ..capture import resolve_device
         from .kmeans import KMeans
 
-        X = check_data(self, X).astype(np.float32)
-        check_n_clusters(self, len(X), self.n_clusters)
-        seed = seed_from(self.random_state)
-        self.mean_ = X.mean(0)
-        if self.standardize:
-            warn_constant_columns(X, self)
-            self.scale_ = np.where(X.std(0) > 0, X.std(0), 1.0).astype(np.float32)
-        else:  # one global scale keeps the columns' relative variances
-            self.scale_ = np.full(X.shape[1], X.std() or 1.0, np.float32)
-        device = resolve_device(self.device)
-        generator = torch.Generator().manual_seed(seed)
-        torch.manual_seed(seed)
+        X, seed, generator, device, data = self._start_fit(X, per_column=self.standardize)
         module = _autoencoder(X.shape[1], tuple(self.hidden), self.code_dim).to(device)
-        data = torch.from_numpy((X - self.mean_) / self.scale_).to(device)
         opt = torch.optim.Adam(module.parameters(), lr=self.lr)
         self.history_ = []
         for epoch in range(self.epochs):
@@ -136,11 +123,9 @@ class AEKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
         """The autoencoder's code for each row."""
         import torch
 
-        check_is_fitted(self, "module_")
-        X = check_data(self, X, reset=False).astype(np.float32)
+        inputs = self._scaled_input(X)
         with torch.no_grad():
-            Z = self.module_["encoder"](torch.from_numpy((X - self.mean_) / self.scale_))
-        return Z.numpy()
+            return self.module_["encoder"](inputs).numpy()
 
     def predict(self, X):
         """Cluster of each row's code."""

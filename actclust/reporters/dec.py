@@ -10,8 +10,8 @@ from sklearn.base import BaseEstimator, ClusterMixin, TransformerMixin, _fit_con
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
-from ._base import check_data, check_n_clusters, register, seed_from
-from ._trainer import batches, degenerate, seed_everything, train
+from ._base import register
+from ._trainer import TrainedReporterMixin, batches, degenerate, train
 
 
 def _autoencoder(d_in: int, hidden: tuple, d_embed: int):
@@ -49,7 +49,7 @@ def target_distribution(q):
 
 
 @register("dec")
-class DEC(ClusterMixin, TransformerMixin, BaseEstimator):
+class DEC(TrainedReporterMixin, ClusterMixin, TransformerMixin, BaseEstimator):
     """Deep Embedded Clustering (Xie, Girshick & Farhadi, ICML 2016).
 
     1. Pretrain an autoencoder ``d-500-500-2000-embed_dim`` (the paper's shape) on the
@@ -137,18 +137,7 @@ class DEC(ClusterMixin, TransformerMixin, BaseEstimator):
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y=None):
         """Pretrain, initialise centres, then train on KL(P || Q); ``y`` is ignored."""
-        import torch
-
-        from ..capture import resolve_device
-
-        X = check_data(self, X).astype(np.float32)
-        check_n_clusters(self, len(X), self.n_clusters)
-        seed = seed_from(self.random_state)
-        generator = seed_everything(seed)
-        self.device_ = resolve_device(self.device)
-        self.mean_ = X.mean(0)
-        self.scale_ = np.float32(X.std() or 1.0)  # one global scale, see AEKMeans
-        data = torch.from_numpy((X - self.mean_) / self.scale_).to(self.device_)
+        X, seed, generator, self.device_, data = self._start_fit(X)
         module = _autoencoder(X.shape[1], tuple(self.hidden), self.embed_dim).to(self.device_)
         self.history_ = []
         self._pretrain(module, data, generator)
@@ -283,11 +272,9 @@ class DEC(ClusterMixin, TransformerMixin, BaseEstimator):
         """The embedding of each row."""
         import torch
 
-        check_is_fitted(self, "module_")
-        X = check_data(self, X, reset=False).astype(np.float32)
+        inputs = self._scaled_input(X)
         with torch.no_grad():
-            return self.module_["encoder"](
-                torch.from_numpy((X - self.mean_) / self.scale_)).numpy()
+            return self.module_["encoder"](inputs).numpy()
 
     def predict_proba(self, X):
         """DEC's soft assignment Q of each row to each cluster."""

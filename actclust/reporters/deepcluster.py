@@ -8,10 +8,9 @@ import numpy as np
 from sklearn.base import BaseEstimator, ClusterMixin, TransformerMixin, _fit_context
 from sklearn.metrics import normalized_mutual_info_score
 from sklearn.utils._param_validation import Interval, StrOptions
-from sklearn.utils.validation import check_is_fitted
 
-from ._base import check_data, check_n_clusters, register, seed_from
-from ._trainer import degenerate, seed_everything, train
+from ._base import register
+from ._trainer import TrainedReporterMixin, degenerate, train
 
 
 def _backbone(d_in: int, hidden: tuple, d_out: int):
@@ -25,7 +24,7 @@ def _backbone(d_in: int, hidden: tuple, d_out: int):
 
 
 @register("deepcluster")
-class DeepCluster(ClusterMixin, TransformerMixin, BaseEstimator):
+class DeepCluster(TrainedReporterMixin, ClusterMixin, TransformerMixin, BaseEstimator):
     """DeepCluster: alternate k-means pseudo-labels and training the network on them.
 
     Each epoch: compute the backbone's features of every row; PCA-whiten them to
@@ -92,16 +91,9 @@ class DeepCluster(ClusterMixin, TransformerMixin, BaseEstimator):
         """Alternate clustering and training for ``epochs``; ``y`` is ignored."""
         import torch
 
-        from ..capture import resolve_device
         from .kmeans import KMeans
 
-        X = check_data(self, X).astype(np.float32)
-        check_n_clusters(self, len(X), self.n_clusters)
-        seed = seed_from(self.random_state)
-        generator = seed_everything(seed)
-        device = resolve_device(self.device)
-        self.mean_, self.scale_ = X.mean(0), np.float32(X.std() or 1.0)
-        data = torch.from_numpy((X - self.mean_) / self.scale_).to(device)
+        X, seed, generator, device, data = self._start_fit(X)
         backbone = _backbone(X.shape[1], tuple(self.hidden), self.feature_dim).to(device)
         opt = torch.optim.SGD(backbone.parameters(), lr=self.lr, momentum=self.momentum,
                               weight_decay=self.weight_decay)
@@ -165,11 +157,8 @@ class DeepCluster(ClusterMixin, TransformerMixin, BaseEstimator):
 
     def transform(self, X):
         """The backbone's features of each row."""
-        import torch
-
-        check_is_fitted(self, "module_")
-        X = check_data(self, X, reset=False).astype(np.float32)
-        return self._features(self.module_, torch.from_numpy((X - self.mean_) / self.scale_))
+        inputs = self._scaled_input(X)  # checks fitted before module_ is touched
+        return self._features(self.module_, inputs)
 
     def predict(self, X):
         """Cluster of each row under the last epoch's k-means (whitening included)."""

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from numbers import Integral, Real
 
-import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator, ClusterMixin, _fit_context, clone
 from sklearn.decomposition import PCA as SkPCA

@@ -8,10 +8,9 @@ import numpy as np
 from sklearn.base import BaseEstimator, ClusterMixin, _fit_context
 from sklearn.metrics import normalized_mutual_info_score
 from sklearn.utils._param_validation import Interval, StrOptions
-from sklearn.utils.validation import check_is_fitted
 
-from ._base import check_data, check_n_clusters, register, seed_from
-from ._trainer import batches, degenerate, seed_everything, train
+from ._base import register
+from ._trainer import TrainedReporterMixin, batches, degenerate, train
 
 
 def iic_loss(z, z_pair, eps: float = 1e-8):
@@ -56,7 +55,7 @@ def _network(d_in: int, hidden: tuple, heads: dict, n_subheads: int):
 
 
 @register("iic")
-class IIC(ClusterMixin, BaseEstimator):
+class IIC(TrainedReporterMixin, ClusterMixin, BaseEstimator):
     """Invariant Information Clustering for activation vectors.
 
     A backbone (MLP with batch norm) feeds softmax heads; training maximises the mutual
@@ -127,16 +126,8 @@ class IIC(ClusterMixin, BaseEstimator):
         """Train on unlabelled rows; ``y`` is ignored."""
         import torch
 
-        from ..capture import resolve_device
-
-        X = check_data(self, X).astype(np.float32)
-        check_n_clusters(self, len(X), self.n_clusters)
-        seed = seed_from(self.random_state)
-        generator = seed_everything(seed)
+        X, seed, generator, device, data = self._start_fit(X)
         rng = np.random.default_rng(seed)
-        device = resolve_device(self.device)
-        self.mean_, self.scale_ = X.mean(0), np.float32(X.std() or 1.0)
-        data = torch.from_numpy((X - self.mean_) / self.scale_).to(device)
         col_sd = data.std(0, keepdim=True)
         neighbours = torch.from_numpy(
             neighbour_table(X, min(self.n_neighbors, len(X) - 1))).to(device) \
@@ -210,10 +201,9 @@ class IIC(ClusterMixin, BaseEstimator):
         """Soft assignment of each row by the kept sub-head of the main head."""
         import torch
 
-        check_is_fitted(self, "module_")
-        X = check_data(self, X, reset=False).astype(np.float32)
+        inputs = self._scaled_input(X)
         with torch.no_grad():
-            features = self.module_["backbone"](torch.from_numpy((X - self.mean_) / self.scale_))
+            features = self.module_["backbone"](inputs)
             return self.module_["main"][self.best_subhead_](features).numpy()
 
     def predict(self, X):
