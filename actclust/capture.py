@@ -161,15 +161,25 @@ def _plan(target: Target, ds: Dataset, pool: str, max_length, exclude_special) -
     if want_offsets and not getattr(tok, "is_fast", False):
         raise ActclustError(f"dataset {ds.name!r} labels tokens, which needs character "
                             f"offsets from a fast tokenizer; {target.name} has a slow one")
-    enc = tok(texts, add_special_tokens=True, truncation=max_length is not None,
-              max_length=max_length, return_special_tokens_mask=True,
-              return_attention_mask=False, return_offsets_mapping=want_offsets,
-              return_length=False)
-    # Tokenizing once more without truncation only to count what truncation cut.
-    lengths = [len(x) for x in tok(texts, add_special_tokens=True)["input_ids"]]
-    ids_all, keep_all, rows, truncated = [], [], np.zeros(n, np.int64), 0
+    fields = ["input_ids", "special_tokens_mask"] + (["offset_mapping"] if want_offsets else [])
+
+    def encode(batch, truncate):
+        enc = tok(batch, add_special_tokens=True, truncation=truncate, max_length=max_length,
+                  return_special_tokens_mask=True, return_attention_mask=False,
+                  return_offsets_mapping=want_offsets)
+        return {f: list(enc[f]) for f in fields}
+
+    # One pass without truncation; only the documents found too long are encoded again.
+    enc = encode(texts, False)
+    too_long = [i for i, ids in enumerate(enc["input_ids"])
+                if max_length is not None and len(ids) > max_length]
+    if too_long:
+        cut = encode([texts[i] for i in too_long], True)
+        for j, i in enumerate(too_long):
+            for f in fields:
+                enc[f][i] = cut[f][j]
+    ids_all, keep_all, rows, truncated = [], [], np.zeros(n, np.int64), len(too_long)
     for i, (ids, special) in enumerate(zip(enc["input_ids"], enc["special_tokens_mask"])):
-        truncated += lengths[i] > len(ids)
         keep = np.ones(len(ids), bool)
         if exclude_special:
             keep &= ~np.asarray(special, bool)
