@@ -61,14 +61,15 @@ def compare(store, labels: Union[str, Sequence[str]], layers=None,
     """
     from tqdm.auto import tqdm
 
-    from .models import glob_regex
+    from .models import select_names
 
     store = store if isinstance(store, ActivationStore) else ActivationStore(store)
     labels = [labels] if isinstance(labels, str) else list(labels)
     seeds = list(range(seeds)) if isinstance(seeds, int) else list(seeds)
     if not seeds:
         raise ActclustError("seeds is empty: give a number of seeds or a list of them")
-    layer_names = _select_layers(store, layers, glob_regex)
+    layer_names = store.layers if layers is None else \
+        select_names(layers, store.layers, store.layer)  # store.layer raises "not in store"
     targets = {label: store.labels(label) for label in labels}
     estimators = [reporter_for(r) for r in reporters]
     groups, types = _probe_groups(store, group_column)
@@ -115,19 +116,6 @@ def write_results(table: pd.DataFrame, path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     write_parquet_atomic(table, path)
     return path
-
-
-def _select_layers(store, layers, glob_regex) -> list:
-    if layers is None:
-        return store.layers
-    patterns = [p.strip() for p in layers.split(",")] if isinstance(layers, str) else layers
-    chosen = set()
-    for pattern in patterns:
-        hits = [n for n in store.layers if glob_regex(pattern).fullmatch(n)]
-        if not hits:
-            store.layer(pattern)  # raises the "not in store, closest ..." error
-        chosen.update(hits)
-    return [n for n in store.layers if n in chosen]
 
 
 def reporter_for(reporter):

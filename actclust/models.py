@@ -73,25 +73,17 @@ class Target:
             >>> t.resolve_layers("blocks.*.hook_out")[:2]
             ['blocks.0.hook_out', 'blocks.1.hook_out']
         """
-        if isinstance(patterns, str):
-            patterns = [p.strip() for p in patterns.split(",") if p.strip()]
-        if not patterns:
-            raise ActclustError("no layers given: name at least one hook point "
-                                f"(see `actclust models {self.name}`)")
         names = list(self.hook_points)
-        chosen = set()
-        for pattern in patterns:
-            if "*" in pattern or "?" in pattern:
-                regex = glob_regex(pattern)
-                hits = [n for n in names if regex.fullmatch(n)]
-            else:
-                hits = [pattern] if pattern in self.hook_points else []
-            if not hits:
-                raise ActclustError(f"layer {pattern!r} is not a hook point of {self.name}; "
-                                    f"{closest(pattern, names)} "
-                                    f"(`actclust models {self.name}` lists them all)")
-            chosen.update(hits)
-        return [n for n in names if n in chosen]
+
+        def missing(pattern):
+            if not pattern:
+                raise ActclustError("no layers given: name at least one hook point "
+                                    f"(see `actclust models {self.name}`)")
+            raise ActclustError(f"layer {pattern!r} is not a hook point of {self.name}; "
+                                f"{closest(pattern, names)} "
+                                f"(`actclust models {self.name}` lists them all)")
+
+        return select_names(patterns, names, missing)
 
     def module_for(self, point: HookPoint) -> nn.Module:
         return self.module.get_submodule(point.module_path) if point.module_path else self.module
@@ -116,6 +108,29 @@ def glob_regex(pattern: str) -> "re.Pattern":
     parts = re.split(r"(\*\*|\*|\?)", pattern)
     table = {"**": ".*", "*": r"[^.]*", "?": r"[^.]"}
     return re.compile("".join(table.get(p) or re.escape(p) for p in parts))
+
+
+def select_names(patterns, names: list, missing) -> list[str]:
+    """The ``names`` matching any of ``patterns`` (exact names or globs, a list or a
+    comma-separated string), in the order of ``names``, each once. ``missing(pattern)``
+    raises the error for a pattern that matches nothing (``""`` when none was given).
+
+    Example:
+        >>> select_names("b.*,a", ["a", "b.1", "b.2", "c"], print)
+        ['a', 'b.1', 'b.2']
+    """
+    if isinstance(patterns, str):
+        patterns = [p.strip() for p in patterns.split(",") if p.strip()]
+    if not patterns:
+        missing("")
+    chosen = set()
+    for pattern in patterns:
+        regex = glob_regex(pattern)
+        hits = [n for n in names if regex.fullmatch(n)]
+        if not hits:
+            missing(pattern)
+        chosen.update(hits)
+    return [n for n in names if n in chosen]
 
 
 def load_target(model, tokenizer=None, device: str = "cpu") -> Target:
