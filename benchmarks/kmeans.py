@@ -48,7 +48,7 @@ def main() -> None:
     X = (centres[rng.integers(0, args.k, args.rows)] +
          rng.normal(size=(args.rows, args.dim)).astype(np.float32) * 1.5)
     X = np.ascontiguousarray(X, dtype=np.float32)
-    n, d, k, it = args.rows, args.dim, args.k, args.iters
+    d, k, it = args.dim, args.k, args.iters
 
     def ours():
         return KMeans(k, max_iter=it, n_init=1, random_state=args.seed).fit(X).cluster_centers_
