@@ -44,8 +44,8 @@ class DeepCluster(TrainedReporterMixin, ClusterMixin, TransformerMixin, BaseEsti
     with SGD (paper: lr 0.05, momentum 0.9, weight decay 1e-5).
 
     Attributes:
-        labels_ (the last epoch's pseudo-labels), module_ (backbone, on CPU), kmeans_
-        (the last epoch's k-means, whitening included), history_ (per epoch: loss,
+        labels_ (k-means of the trained backbone's features), module_ (backbone, on CPU),
+        kmeans_ (that k-means, whitening included), history_ (per epoch: loss,
         nmi_previous, largest_cluster, degenerate), n_iter_.
 
     Example:
@@ -101,17 +101,19 @@ class DeepCluster(TrainedReporterMixin, ClusterMixin, TransformerMixin, BaseEsti
             whiten = max(1, self.feature_dim // 8)
         else:
             whiten = min(self.whiten_components, self.feature_dim) or None
-        state = {"labels": None, "kmeans": None}
+        state = {"labels": None}
+
+        def cluster(number):
+            return KMeans(self.n_clusters, whiten_components=whiten, random_state=seed + number,
+                          device="cpu" if device == "cpu" else "auto",
+                          max_points_per_centroid=None).fit(self._features(backbone, data))
 
         def epoch(number):
-            features = self._features(backbone, data)
-            km = KMeans(self.n_clusters, whiten_components=whiten, random_state=seed + number,
-                        device="cpu" if device == "cpu" else "auto",
-                        max_points_per_centroid=None).fit(features)
+            km = cluster(number)
             labels = km.labels_
             stability = float("nan") if state["labels"] is None else \
                 normalized_mutual_info_score(state["labels"], labels)
-            state["labels"], state["kmeans"] = labels, km
+            state["labels"] = labels
             head = torch.nn.Linear(self.feature_dim, self.n_clusters).to(device)  # re-init
             head_opt = torch.optim.SGD(head.parameters(), lr=self.lr,
                                        momentum=self.momentum, weight_decay=self.weight_decay)
@@ -141,9 +143,11 @@ class DeepCluster(TrainedReporterMixin, ClusterMixin, TransformerMixin, BaseEsti
 
         self.history_ = train(backbone, self.epochs, epoch, name="DeepCluster", lr=self.lr,
                               progress=self.progress)
+        # The clusters users get are those of the trained features, so that predict()
+        # on the training rows gives labels_.
+        self.kmeans_ = cluster(len(self.history_))
+        self.labels_ = self.kmeans_.labels_
         self.module_ = backbone.cpu().eval()
-        self.kmeans_ = state["kmeans"]
-        self.labels_ = state["labels"]
         self.n_iter_ = len(self.history_)
         return self
 

@@ -23,11 +23,7 @@ EXPECTED_FAILURES = {
     "DEC": K1_CHECKS,
     "IDEC": K1_CHECKS,
     "DeepCluster": K1_CHECKS,
-    # check_clustering wants ARI > 0.4 on 50 rows; IIC learns by gradient steps (one per
-    # epoch at that size) and the short run kept here for speed does not get there.
-    "IIC": {**K1_CHECKS, "check_clustering": "30 gradient steps on 50 rows: too few for "
-                                             "IIC to reach ARI 0.4 (tested on real data "
-                                             "in test_iic.py)"},
+    "IIC": K1_CHECKS,
     "PCA": {},
 }
 
