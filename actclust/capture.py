@@ -130,6 +130,13 @@ def capture(model, dataset, layers, pool: str = "none", out=None, batch_size: in
 
 
 def resolve_device(device: str) -> str:
+    """The torch device for ``device``: ``"auto"`` is ``"cuda"`` when torch sees a GPU and
+    ``"cpu"`` otherwise; asking for CUDA without one is an error.
+
+    Example:
+        >>> resolve_device("cpu")
+        'cpu'
+    """
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if device.startswith("cuda") and not torch.cuda.is_available():

@@ -131,6 +131,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true",
                    help="capture again even if OUT holds a store with other settings")
     p.set_defaults(func=cmd_demo)
+
+    from .viz.cli import add_command as add_report_command
+
+    add_report_command(sub)
     return parser
 
 

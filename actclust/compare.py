@@ -109,7 +109,16 @@ def summarize(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def write_results(table: pd.DataFrame, path) -> Path:
-    """Write the table as parquet atomically (a crash never leaves a partial file)."""
+    """Write the table as parquet atomically (a crash never leaves a partial file).
+
+    Example:
+        >>> import tempfile
+        >>> t = pd.DataFrame({"layer": ["a"], "method": ["kmeans"], "label": ["y"],
+        ...                   "metric": ["nmi"], "seed": [0], "value": [0.5]})
+        >>> path = write_results(t, Path(tempfile.mkdtemp()) / "results.parquet")
+        >>> pd.read_parquet(path)["value"].tolist()
+        [0.5]
+    """
     from .store.writer import write_parquet_atomic
 
     path = Path(path)
@@ -118,8 +127,56 @@ def write_results(table: pd.DataFrame, path) -> Path:
     return path
 
 
+def reporter_cell(store, layer: str, reporter, seed: int, labels: Sequence[str],
+                  n_clusters: Optional[int] = None, method: Optional[str] = None) -> list:
+    """One cell of :func:`compare`: fit one reporter with one seed on one layer and score
+    its clusters against each label. Returns the table's rows as dicts.
+
+    ``method`` names the reporter in the rows (default: as :func:`compare` names it).
+
+    Example:
+        >>> import actclust, tempfile
+        >>> store = actclust.capture("minilm", "topics", "blocks.5.hook_out", pool="mean",
+        ...                          limit=60, out=tempfile.mkdtemp() + "/s", progress=False)
+        >>> rows = reporter_cell(store, "blocks.5.hook_out", "kmeans", 0, ["topic"])
+        >>> sorted({r["metric"] for r in rows})[:3]
+        ['accuracy', 'ari', 'fit_seconds']
+    """
+    store = store if isinstance(store, ActivationStore) else ActivationStore(store)
+    name, base = reporter_for(reporter)
+    targets = {label: store.labels(label) for label in labels}
+    return _score_reporter(store.layer(layer), layer, method or name, base, seed, targets,
+                           n_clusters)
+
+
+def probe_cell(store, layer: str, label: str, seed: int, probe=None,
+               group_column: Optional[str] = None) -> list:
+    """One probe cell of :func:`compare`: a linear probe (and its control task) for one
+    label on one layer with one seed. Returns the table's rows as dicts.
+
+    Example:
+        >>> import actclust, tempfile
+        >>> from actclust.probes import LinearProbe
+        >>> store = actclust.capture("minilm", "topics", "blocks.5.hook_out", pool="mean",
+        ...                          limit=60, out=tempfile.mkdtemp() + "/s", progress=False)
+        >>> rows = probe_cell(store, "blocks.5.hook_out", "topic", 0, LinearProbe(C=1.0))
+        >>> [r["metric"] for r in rows]
+        ['probe_accuracy', 'control_accuracy', 'selectivity', 'majority_baseline']
+    """
+    store = store if isinstance(store, ActivationStore) else ActivationStore(store)
+    groups, types = _probe_groups(store, group_column)
+    X = store.layer(layer).to_numpy()
+    return _score_probe(X, layer, label, store.labels(label), groups, types, [seed], probe)
+
+
 def reporter_for(reporter):
-    """A (name, unfitted clustering estimator) pair from a registered name or an instance."""
+    """A (name, unfitted clustering estimator) pair from a registered name or an instance.
+
+    Example:
+        >>> from actclust.reporters import GMM
+        >>> reporter_for("kmeans")[0], reporter_for(GMM())[0]
+        ('kmeans', 'gmm')
+    """
     if isinstance(reporter, str):
         name, est = reporter, get_reporter(reporter)()
     else:

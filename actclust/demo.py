@@ -14,7 +14,8 @@ PROBE_SEEDS = 3
 def run_demo(out: Path, limit: Optional[int] = None, overwrite: bool = False) -> pd.DataFrame:
     """Capture mean-pooled block outputs of MiniLM on ``topics``, verify the store, then
     ask on every layer whether k-means clusters line up with the topic (and with the
-    sentence template) and how well a linear probe reads the topic.
+    sentence template) and how well a linear probe reads the topic; end by writing the
+    HTML report (``report.html`` in ``out``).
 
     Re-running finishes or reuses the store already in ``out`` (``overwrite`` replaces one
     captured with other settings).
@@ -64,6 +65,11 @@ def run_demo(out: Path, limit: Optional[int] = None, overwrite: bool = False) ->
               f"{cell(layer, 'linear_probe', 'topic', 'selectivity'):>16}")
     print("(template: which sentence template a text came from; topic: its subject. A probe "
           "tests on templates it never saw.)")
+    from .viz import write_report
+
+    print("\nwriting the report (maps, heatmaps, layer-sweep curves, cluster pages)")
+    report = write_report(store, table, out / "report.html", label="topic")
     print(f"\noutput: {out.resolve()}\n  store:   {store_dir.resolve()}"
-          f"\n  results: {results.resolve()} (tidy: layer, method, label, metric, seed, value)")
+          f"\n  results: {results.resolve()} (tidy: layer, method, label, metric, seed, value)"
+          f"\n  report:  {report.resolve()} (open it in a browser; works offline)")
     return table

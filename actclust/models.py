@@ -33,7 +33,12 @@ BUNDLED = {
 
 @dataclass(frozen=True)
 class HookPoint:
-    """Where a named activation comes from: the output (or input) of one submodule."""
+    """Where a named activation comes from: the output (or input) of one submodule.
+
+    Example:
+        >>> load_target("minilm").hook_points["blocks.2.attn.hook_z"].where
+        'input'
+    """
 
     name: str
     module_path: str
@@ -50,6 +55,11 @@ class Target:
         hook_points: public name -> :class:`HookPoint`, in forward order.
         tokenizer: for text models; ``None`` for array-input modules.
         kind: ``"hf"``, ``"bridge"`` or ``"module"``.
+
+    Example:
+        >>> target = load_target("digits-mlp")
+        >>> target.kind, list(target.hook_points)[:2]
+        ('module', ['fc1', 'relu1'])
     """
 
     name: str
@@ -252,6 +262,11 @@ def tl_hook_points(model: nn.Module) -> "OrderedDict[str, HookPoint]":
     module paths still work). Points the bridge computes itself (attention scores and
     patterns) have no module here; they also have no row per token, so a store cannot
     hold them either way.
+
+    Example:
+        >>> points = tl_hook_points(load_target("minilm").module)
+        >>> points["blocks.2.hook_resid_post"].module_path
+        'encoder.layer.2'
     """
     adapter = _tl_adapter(model.config)
     points: "OrderedDict[str, HookPoint]" = OrderedDict()

@@ -30,7 +30,12 @@ def register(name: str):
 
 
 def registry() -> dict:
-    """Reporter name -> class."""
+    """Reporter name -> class.
+
+    Example:
+        >>> registry()["kmeans"].__name__
+        'KMeans'
+    """
     return dict(_REGISTRY)
 
 

@@ -15,7 +15,8 @@ from typing import Callable
 import numpy as np
 
 from ..errors import ActclustError
-from ._base import check_data, check_n_clusters, seed_from, warn_constant_columns
+from ._base import (check_data, check_finite_rows, check_n_clusters, is_layer_view,
+                    iter_rows, seed_from)
 
 
 class TrainingDiverged(ActclustError):
@@ -30,47 +31,145 @@ def seed_everything(seed: int):
     return torch.Generator().manual_seed(seed)
 
 
+ROW_CHUNK = 8192  # rows per full pass step: bounds memory, and keeps array and store
+# paths bit-identical (same chunks, same arithmetic)
+
+
+def _moments(chunks, n_features: int):
+    """Column means, column sds (0 for constant columns) and the sd of all entries,
+    accumulated in float64; NaN/inf rows are refused with their global index."""
+    n, total, squares = 0, np.zeros(n_features), np.zeros(n_features)
+    low, high = np.full(n_features, np.inf), np.full(n_features, -np.inf)
+    for chunk in chunks:
+        finite = np.isfinite(chunk).all(1)
+        if not finite.all():
+            raise ActclustError(f"X has NaN or inf in row {n + int(np.argmin(finite))}; drop "
+                                "or fill such rows before fitting")
+        chunk = chunk.astype(np.float64)
+        n += len(chunk)
+        total += chunk.sum(0)
+        squares += np.square(chunk).sum(0)
+        low, high = np.minimum(low, chunk.min(0)), np.maximum(high, chunk.max(0))
+    mean = total / n
+    # rounding leaves a tiny variance on a constant column: min == max says it is one
+    col_sd = np.where(high > low, np.sqrt(np.maximum(squares / n - mean ** 2, 0)), 0.0)
+    cells = n * n_features
+    overall = np.sqrt(max(squares.sum() / cells - (total.sum() / cells) ** 2, 0))
+    return mean.astype(np.float32), col_sd.astype(np.float32), np.float32(overall)
+
+
+class StreamedRows:
+    """A store layer read by row index and scaled on the fly, never loaded whole.
+
+    Stands in for the in-memory tensor of scaled rows: ``len``, ``rows[idx]`` (a torch
+    index tensor or a slice) and ``device``. The operating system's page cache keeps
+    recently read shards; batches reach the device one at a time.
+    """
+
+    def __init__(self, view, mean, scale, device):
+        self.view, self.mean, self.scale, self.device = view, mean, scale, device
+        self.shape = tuple(view.shape)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, idx):
+        import torch
+
+        if isinstance(idx, slice):
+            rows = np.asarray(self.view[idx], dtype=np.float32)
+        else:
+            rows = np.asarray(self.view[np.asarray(idx.cpu(), dtype=np.int64)],
+                              dtype=np.float32)
+        return torch.from_numpy((rows - self.mean) / self.scale).to(self.device)
+
+
+def map_rows(fn, data, chunk: int = ROW_CHUNK) -> np.ndarray:
+    """``fn`` over the rows of ``data`` (tensor or :class:`StreamedRows`) in chunks, without
+    gradients; the outputs concatenated as a numpy array."""
+    import torch
+
+    outputs = []
+    with torch.no_grad():
+        for start in range(0, len(data), chunk):
+            outputs.append(fn(data[start:start + chunk]).cpu().numpy())
+    return np.concatenate(outputs)
+
+
 class TrainedReporterMixin:
     """Fit and inference plumbing every trained reporter shares.
 
     Rows are centred and divided by one global scale (or per column with
-    ``per_column=True``), once at fit time; inference applies the same scaling.
+    ``per_column=True``), once at fit time; inference applies the same scaling. A store
+    layer larger than ``memory_budget_gb`` is streamed: batches are read from its memory
+    map as training needs them, and full passes (assignments, features) go in chunks.
     """
 
-    def _start_fit(self, X, per_column: bool = False):
-        """Validate ``X``, seed torch, choose the device and scale the rows.
+    def _start_fit(self, X, per_column: bool = False, scale: bool = True):
+        """Validate ``X``, seed torch, choose the device and scale the rows (``scale=False``
+        keeps them as they are, for a backbone taken from the studied model).
 
-        Returns ``(X, seed, generator, device, data)``: the checked float32 array, the
-        int seed, a torch generator for batch order, the device and the scaled rows as a
-        tensor on that device.
+        Returns ``(X, seed, generator, device, data)``: ``X`` checked (a float32 array, or
+        the store layer itself when it is streamed), the int seed, a torch generator for
+        batch order, the device and the scaled rows (a tensor on the device, or
+        :class:`StreamedRows`).
         """
         import torch
 
         from ..capture import resolve_device
 
-        X = check_data(self, X).astype(np.float32)
-        check_n_clusters(self, len(X), self.n_clusters)
+        streamed = is_layer_view(X) and len(X.shape) == 2 and \
+            X.shape[0] * X.shape[1] * 4 > getattr(self, "memory_budget_gb", 2.0) * 2**30
+        if streamed:
+            self.n_features_in_ = X.shape[1]
+        else:
+            X = check_data(self, X).astype(np.float32)
+        check_n_clusters(self, X.shape[0], self.n_clusters)
         seed = seed_from(self.random_state)
         generator = seed_everything(seed)
-        self.mean_ = X.mean(0)
-        if per_column:
-            warn_constant_columns(X, self)
-            self.scale_ = np.where(X.std(0) > 0, X.std(0), 1.0).astype(np.float32)
+        mean, col_sd, overall = _moments(iter_rows(X, ROW_CHUNK), X.shape[1])
+        if not scale:
+            self.mean_, self.scale_ = np.zeros_like(mean), np.float32(1.0)
+        elif per_column:
+            if len(X) > 1 and not (col_sd > 0).any():
+                raise ActclustError(f"{type(self).__name__}: every column of X is constant "
+                                    "(zero variance): there is no structure to find")
+            if not (col_sd > 0).all():
+                warnings.warn(f"{type(self).__name__}: {int((col_sd == 0).sum())} of "
+                              f"{X.shape[1]} columns are constant (zero variance) and carry "
+                              "no information", UserWarning, stacklevel=3)
+            self.mean_, self.scale_ = mean, np.where(col_sd > 0, col_sd, 1.0).astype(np.float32)
         else:  # one global scale keeps the columns' relative variances
-            self.scale_ = np.float32(X.std() or 1.0)
+            self.mean_, self.scale_ = mean, np.float32(overall or 1.0)
+        self.column_sd_ = (col_sd / self.scale_).astype(np.float32)  # of the scaled rows
         device = resolve_device(self.device)
+        if streamed:
+            return X, seed, generator, device, StreamedRows(X, self.mean_, self.scale_, device)
         data = torch.from_numpy((X - self.mean_) / self.scale_).to(device)
         return X, seed, generator, device, data
 
-    def _scaled_input(self, X):
-        """New rows, checked and scaled as at fit time, as a CPU tensor."""
+    def _map_input(self, X, fn) -> np.ndarray:
+        """``fn`` over new rows (array, tensor or store layer), checked and scaled as at fit
+        time, chunk by chunk on the CPU, without gradients. ``fn`` should reach fitted
+        attributes only when called, after the fitted check here."""
         import torch
 
         from sklearn.utils.validation import check_is_fitted
 
         check_is_fitted(self, "module_")
-        X = check_data(self, X, reset=False).astype(np.float32)
-        return torch.from_numpy((X - self.mean_) / self.scale_)
+        if is_layer_view(X) and len(X.shape) == 2:
+            if X.shape[1] != self.n_features_in_:
+                raise ActclustError(f"X has {X.shape[1]} features, but "
+                                    f"{type(self).__name__} is expecting "
+                                    f"{self.n_features_in_} features as input")
+        else:
+            X = check_data(self, X, reset=False)
+        outputs = []
+        with torch.no_grad():
+            for rows in iter_rows(X, ROW_CHUNK):
+                check_finite_rows(rows)  # a store layer was not checked as a whole
+                outputs.append(fn(torch.from_numpy((rows - self.mean_) / self.scale_)).numpy())
+        return np.concatenate(outputs)
 
 
 def batches(n: int, batch_size: int, generator):

@@ -40,14 +40,19 @@ class AEKMeans(TrainedReporterMixin, ClusterMixin, TransformerMixin, BaseEstimat
         n_clusters: clusters, at least 2.
         hidden: widths of the hidden layers.
         code_dim: size of the code k-means sees.
-        epochs, batch_size, lr: training schedule.
+        epochs: passes over the data.
+        batch_size: rows per training batch.
+        lr: Adam's learning rate.
         n_init: k-means runs on the code.
         device: ``"auto"`` (CUDA when present), ``"cpu"`` or ``"cuda"``.
         random_state: seeds weights, batches and k-means.
 
     Attributes:
-        labels_, cluster_centers_ (in code space), module_ (the trained autoencoder, on CPU),
-        history_ (one dict per epoch: reconstruction loss), kmeans_.
+        labels_: cluster of each training row.
+        cluster_centers_: k-means centres, in code space.
+        module_: the trained autoencoder, on CPU.
+        history_: one dict per epoch: reconstruction loss.
+        kmeans_: the k-means fitted on the codes.
 
     Example:
         >>> from sklearn.datasets import make_blobs
@@ -121,11 +126,7 @@ class AEKMeans(TrainedReporterMixin, ClusterMixin, TransformerMixin, BaseEstimat
 
     def transform(self, X):
         """The autoencoder's code for each row."""
-        import torch
-
-        inputs = self._scaled_input(X)
-        with torch.no_grad():
-            return self.module_["encoder"](inputs).numpy()
+        return self._map_input(X, lambda rows: self.module_["encoder"](rows))
 
     def predict(self, X):
         """Cluster of each row's code."""

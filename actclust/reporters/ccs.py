@@ -24,9 +24,13 @@ def contrast_pairs(store, layer: str, pair_column: str = "statement_id",
     pair's ``label_column`` (for scoring only; CCS never sees it).
 
     Example:
-        >>> store = actclust.capture("minilm", "truth", "blocks.5.hook_out",  # doctest: +SKIP
-        ...                          pool="last", out="truth-store")
-        >>> X_pos, X_neg, y = contrast_pairs(store, "blocks.5.hook_out")  # doctest: +SKIP
+        >>> import tempfile
+        >>> import actclust
+        >>> store = actclust.capture("minilm", "truth", "blocks.5.hook_out", pool="last",
+        ...                          out=tempfile.mkdtemp() + "/s", limit=8, progress=False)
+        >>> X_pos, X_neg, y = contrast_pairs(store, "blocks.5.hook_out")
+        >>> X_pos.shape, X_neg.shape, len(y)
+        ((4, 384), (4, 384), 4)
     """
     rows = store.rows
     for column in (pair_column, side_column):
@@ -67,9 +71,14 @@ class CCS(ClusterMixin, BaseEstimator):
     reports accuracy up to that sign flip.
 
     Attributes:
-        labels_, coef_, intercept_, loss_ (of the kept start), history_ (losses of the
-        kept start), tries_ (final loss of every start), n_iter_, degenerate_ (every pair
-        got the same answer: the collapsed p = 0.5 solution).
+        labels_: 1 where the pair's positive side is judged true.
+        coef_: the probe's direction, in normalised units.
+        intercept_: the probe's bias.
+        loss_: final loss of the kept start.
+        history_: losses of the kept start, one dict per epoch.
+        tries_: final loss of every start.
+        n_iter_: epochs of the kept start.
+        degenerate_: every pair got the same answer (the collapsed p = 0.5 solution).
 
     Example:
         >>> rng = np.random.default_rng(0)

@@ -11,7 +11,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
 from ._base import register
-from ._trainer import TrainedReporterMixin, batches, degenerate, train
+from ._trainer import TrainedReporterMixin, batches, degenerate, map_rows, train
 
 
 def _autoencoder(d_in: int, hidden: tuple, d_embed: int):
@@ -69,15 +69,34 @@ class DEC(TrainedReporterMixin, ClusterMixin, TransformerMixin, BaseEstimator):
        change cluster between two target updates (paper: 0.1%).
 
     Parameters:
-        n_clusters, embed_dim, hidden, pretrain, pretrain_epochs, pretrain_lr, dropout,
-        lr and momentum (SGD for the clustering phase, paper values 0.01 and 0.9),
-        max_updates (target updates at most), update_interval, tol, alpha, batch_size,
-        n_init, device (``"auto"``: CUDA when present), random_state, progress.
+        n_clusters: clusters, at least 2.
+        embed_dim: width of the embedding (paper: 10).
+        hidden: widths of the encoder's hidden layers (paper: 500, 500, 2000).
+        pretrain: ``"end-to-end"`` or ``"layerwise"`` (above).
+        pretrain_epochs: epochs of pretraining (per layer pair when layerwise).
+        pretrain_lr: Adam's learning rate for pretraining.
+        dropout: input dropout of the layerwise denoising autoencoders.
+        lr: SGD learning rate of the clustering phase (paper: 0.01).
+        momentum: SGD momentum of the clustering phase (paper: 0.9).
+        max_updates: target updates at most.
+        update_interval: iterations between target updates (``None``: one pass).
+        tol: stop when fewer than this share of rows change cluster.
+        alpha: degrees of freedom of the Student-t kernel.
+        batch_size: rows per batch.
+        n_init: k-means runs that initialise the centres.
+        memory_budget_gb: a store layer larger than this is streamed from its memory map,
+            never loaded whole.
+        device: ``"auto"`` (CUDA when present), ``"cpu"`` or ``"cuda"``.
+        random_state: seeds weights, batches and k-means.
+        progress: show a progress bar.
 
     Attributes:
-        labels_, cluster_centers_ (embedding space), module_ (the autoencoder, on CPU),
-        history_ (one dict per pretraining epoch and per target update: ``phase``,
-        ``loss``, ``delta_label``, ``largest_cluster``, ``degenerate``), n_iter_.
+        labels_: cluster of each training row.
+        cluster_centers_: the centres, in embedding space.
+        module_: the autoencoder, on CPU.
+        history_: one dict per pretraining epoch and per target update (``phase``,
+            ``loss``, ``delta_label``, ``largest_cluster``, ``degenerate``).
+        n_iter_: target updates made.
 
     Example:
         >>> from sklearn.datasets import make_blobs
@@ -105,6 +124,7 @@ class DEC(TrainedReporterMixin, ClusterMixin, TransformerMixin, BaseEstimator):
         "alpha": [Interval(Real, 0, None, closed="neither")],
         "batch_size": [Interval(Integral, 1, None, closed="left")],
         "n_init": [Interval(Integral, 1, None, closed="left")],
+        "memory_budget_gb": [Interval(Real, 0, None, closed="neither")],
         "device": [StrOptions({"auto", "cpu", "cuda"})],
         "random_state": ["random_state"],
         "progress": ["boolean"],
@@ -113,8 +133,8 @@ class DEC(TrainedReporterMixin, ClusterMixin, TransformerMixin, BaseEstimator):
     def __init__(self, n_clusters=10, *, embed_dim=10, hidden=(500, 500, 2000),
                  pretrain="end-to-end", pretrain_epochs=50, pretrain_lr=1e-3, dropout=0.2,
                  lr=0.01, momentum=0.9, max_updates=100, update_interval=None, tol=0.001,
-                 alpha=1.0, batch_size=256, n_init=20, device="auto", random_state=None,
-                 progress=False):
+                 alpha=1.0, batch_size=256, n_init=20, memory_budget_gb=2.0, device="auto",
+                 random_state=None, progress=False):
         self.n_clusters = n_clusters
         self.embed_dim = embed_dim
         self.hidden = hidden
@@ -130,6 +150,7 @@ class DEC(TrainedReporterMixin, ClusterMixin, TransformerMixin, BaseEstimator):
         self.alpha = alpha
         self.batch_size = batch_size
         self.n_init = n_init
+        self.memory_budget_gb = memory_budget_gb
         self.device = device
         self.random_state = random_state
         self.progress = progress
@@ -174,23 +195,31 @@ class DEC(TrainedReporterMixin, ClusterMixin, TransformerMixin, BaseEstimator):
 
     def _pretrain_layerwise(self, module, data, generator) -> None:
         """Stacked denoising autoencoders: each encoder layer with its mirror decoder layer,
-        trained on the (frozen) output of the layers below, input corrupted by dropout."""
+        trained on the (frozen) output of the layers below, input corrupted by dropout.
+        Each batch goes through the frozen layers as it is drawn, so no layer's output is
+        ever held for all rows (a streamed store layer stays streamed)."""
         import torch
         from torch import nn
 
         encoders = [m for m in module["encoder"] if isinstance(m, nn.Linear)]
         decoders = [m for m in module["decoder"] if isinstance(m, nn.Linear)][::-1]
-        inputs = data
+
+        def below(batch, depth):
+            with torch.no_grad():
+                for enc in encoders[:depth]:
+                    batch = torch.relu(enc(batch))  # only the last encoder is linear
+            return batch
+
         for depth, (enc, dec) in enumerate(zip(encoders, decoders)):
             last = depth == len(encoders) - 1
             params = list(enc.parameters()) + list(dec.parameters())
             opt = torch.optim.Adam(params, lr=self.pretrain_lr)
             pair = nn.ModuleList([enc, dec])
 
-            def epoch(_, inputs=inputs, enc=enc, dec=dec, opt=opt, last=last, depth=depth):
+            def epoch(_, enc=enc, dec=dec, opt=opt, last=last, depth=depth):
                 total = 0.0
-                for idx in batches(len(inputs), self.batch_size, generator):
-                    clean = inputs[idx.to(inputs.device)]
+                for idx in batches(len(data), self.batch_size, generator):
+                    clean = below(data[idx.to(data.device)], depth)
                     hidden = enc(nn.functional.dropout(clean, self.dropout))
                     hidden = hidden if last else torch.relu(hidden)
                     out = dec(nn.functional.dropout(hidden, self.dropout))
@@ -200,20 +229,17 @@ class DEC(TrainedReporterMixin, ClusterMixin, TransformerMixin, BaseEstimator):
                     loss.backward()
                     opt.step()
                     total += loss.item() * len(idx)
-                return {"phase": f"pretrain layer {depth}", "loss": total / len(inputs)}
+                return {"phase": f"pretrain layer {depth}", "loss": total / len(data)}
 
             train(pair, self.pretrain_epochs, epoch, name=f"DEC layer {depth}",
                   lr=self.pretrain_lr, progress=self.progress, history=self.history_)
-            with torch.no_grad():
-                inputs = enc(inputs) if last else torch.relu(enc(inputs))
 
     def _init_centers(self, module, data, seed):
         import torch
 
         from .kmeans import KMeans
 
-        with torch.no_grad():
-            z = module["encoder"](data).cpu().numpy()
+        z = map_rows(module["encoder"], data)
         km = KMeans(self.n_clusters, n_init=self.n_init, random_state=seed, device="cpu",
                     max_points_per_centroid=None).fit(z)
         return torch.nn.Parameter(torch.from_numpy(km.cluster_centers_).to(data.device))
@@ -230,7 +256,8 @@ class DEC(TrainedReporterMixin, ClusterMixin, TransformerMixin, BaseEstimator):
 
         def update(_):
             with torch.no_grad():
-                q = soft_assign(module["encoder"](data), centers, self.alpha)
+                z = torch.from_numpy(map_rows(module["encoder"], data)).to(data.device)
+                q = soft_assign(z, centers, self.alpha)
                 p = target_distribution(q)
             labels = q.argmax(1).cpu().numpy()
             change = 1.0 if state["labels"] is None else \
@@ -270,11 +297,7 @@ class DEC(TrainedReporterMixin, ClusterMixin, TransformerMixin, BaseEstimator):
     # -- inference ------------------------------------------------------------------------
     def transform(self, X):
         """The embedding of each row."""
-        import torch
-
-        inputs = self._scaled_input(X)
-        with torch.no_grad():
-            return self.module_["encoder"](inputs).numpy()
+        return self._map_input(X, lambda rows: self.module_["encoder"](rows))
 
     def predict_proba(self, X):
         """DEC's soft assignment Q of each row to each cluster."""
@@ -330,13 +353,14 @@ class IDEC(DEC):
     def __init__(self, n_clusters=10, *, gamma=0.1, embed_dim=10, hidden=(500, 500, 2000),
                  pretrain="end-to-end", pretrain_epochs=50, pretrain_lr=1e-3, dropout=0.2,
                  lr=0.01, momentum=0.9, max_updates=100, update_interval=None, tol=0.001,
-                 alpha=1.0, batch_size=256, n_init=20, device="auto", random_state=None,
-                 progress=False):
+                 alpha=1.0, batch_size=256, n_init=20, memory_budget_gb=2.0, device="auto",
+                 random_state=None, progress=False):
         super().__init__(n_clusters, embed_dim=embed_dim, hidden=hidden, pretrain=pretrain,
                          pretrain_epochs=pretrain_epochs, pretrain_lr=pretrain_lr,
                          dropout=dropout, lr=lr, momentum=momentum, max_updates=max_updates,
                          update_interval=update_interval, tol=tol, alpha=alpha,
-                         batch_size=batch_size, n_init=n_init, device=device,
+                         batch_size=batch_size, n_init=n_init,
+                         memory_budget_gb=memory_budget_gb, device=device,
                          random_state=random_state, progress=progress)
         self.gamma = gamma
 

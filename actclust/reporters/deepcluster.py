@@ -2,25 +2,18 @@
 
 from __future__ import annotations
 
+import copy
+
 from numbers import Integral, Real
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClusterMixin, TransformerMixin, _fit_context
 from sklearn.metrics import normalized_mutual_info_score
-from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 
 from ._base import register
-from ._trainer import TrainedReporterMixin, degenerate, train
-
-
-def _backbone(d_in: int, hidden: tuple, d_out: int):
-    from torch import nn
-
-    layers, width = [], d_in
-    for h in (*hidden, d_out):
-        layers += [nn.Linear(width, h), nn.BatchNorm1d(h), nn.ReLU()]
-        width = h
-    return nn.Sequential(*layers)
+from ._trainer import TrainedReporterMixin, degenerate, map_rows, train
+from .backbones import mlp
 
 
 @register("deepcluster")
@@ -41,12 +34,22 @@ class DeepCluster(TrainedReporterMixin, ClusterMixin, TransformerMixin, BaseEsti
     far above the number of classes) costs little: faiss k-means and one linear head.
 
     The backbone is an MLP over activation vectors (Linear + BatchNorm + ReLU), trained
-    with SGD (paper: lr 0.05, momentum 0.9, weight decay 1e-5).
+    with SGD (paper: lr 0.05, momentum 0.9, weight decay 1e-5). ``backbone`` takes any
+    torch module instead, copied at fit time; with
+    :func:`~actclust.reporters.backbones.following_blocks` it is the studied model's own
+    blocks after the captured layer, initialised from its weights, so the clusters carry
+    that network's inductive bias. A module backbone gets the rows unscaled (its weights
+    expect the model's own activations); ``feature_dim`` is then its output width, and a
+    smaller ``lr`` (e.g. 1e-3) keeps the pretrained blocks from being destroyed in the
+    first epochs.
 
     Attributes:
-        labels_ (k-means of the trained backbone's features), module_ (backbone, on CPU),
-        kmeans_ (that k-means, whitening included), history_ (per epoch: loss,
-        nmi_previous, largest_cluster, degenerate), n_iter_.
+        labels_: clusters of the k-means of the trained backbone's features.
+        module_: the trained backbone, on CPU.
+        kmeans_: that k-means, whitening included.
+        history_: per epoch: ``loss``, ``nmi_previous``, ``largest_cluster``,
+            ``degenerate``.
+        n_iter_: epochs trained.
 
     Example:
         >>> from sklearn.datasets import make_blobs
@@ -57,6 +60,7 @@ class DeepCluster(TrainedReporterMixin, ClusterMixin, TransformerMixin, BaseEsti
 
     _parameter_constraints = {
         "n_clusters": [Interval(Integral, 2, None, closed="left")],
+        "backbone": [None, HasMethods(["forward", "state_dict"])],
         "hidden": ["array-like"],
         "feature_dim": [Interval(Integral, 1, None, closed="left")],
         "whiten_components": [None, Interval(Integral, 0, None, closed="left")],
@@ -65,15 +69,18 @@ class DeepCluster(TrainedReporterMixin, ClusterMixin, TransformerMixin, BaseEsti
         "lr": [Interval(Real, 0, None, closed="neither")],
         "momentum": [Interval(Real, 0, 1, closed="left")],
         "weight_decay": [Interval(Real, 0, None, closed="left")],
+        "memory_budget_gb": [Interval(Real, 0, None, closed="neither")],
         "device": [StrOptions({"auto", "cpu", "cuda"})],
         "random_state": ["random_state"],
         "progress": ["boolean"],
     }
 
-    def __init__(self, n_clusters=10, *, hidden=(512,), feature_dim=128, whiten_components=None,
-                 epochs=30, batch_size=256, lr=0.05, momentum=0.9, weight_decay=1e-5,
-                 device="auto", random_state=None, progress=False):
+    def __init__(self, n_clusters=10, *, backbone=None, hidden=(512,), feature_dim=128,
+                 whiten_components=None, epochs=30, batch_size=256, lr=0.05, momentum=0.9,
+                 weight_decay=1e-5, memory_budget_gb=2.0, device="auto", random_state=None,
+                 progress=False):
         self.n_clusters = n_clusters
+        self.backbone = backbone
         self.hidden = hidden
         self.feature_dim = feature_dim
         self.whiten_components = whiten_components
@@ -82,6 +89,7 @@ class DeepCluster(TrainedReporterMixin, ClusterMixin, TransformerMixin, BaseEsti
         self.lr = lr
         self.momentum = momentum
         self.weight_decay = weight_decay
+        self.memory_budget_gb = memory_budget_gb
         self.device = device
         self.random_state = random_state
         self.progress = progress
@@ -93,14 +101,20 @@ class DeepCluster(TrainedReporterMixin, ClusterMixin, TransformerMixin, BaseEsti
 
         from .kmeans import KMeans
 
-        X, seed, generator, device, data = self._start_fit(X)
-        backbone = _backbone(X.shape[1], tuple(self.hidden), self.feature_dim).to(device)
+        custom = self.backbone is not None
+        X, seed, generator, device, data = self._start_fit(X, scale=not custom)
+        if custom:
+            backbone = copy.deepcopy(self.backbone).float().to(device)
+            feature_dim = self._features(backbone, data[:2]).shape[1]
+        else:
+            backbone = mlp(X.shape[1], tuple(self.hidden), self.feature_dim).to(device)
+            feature_dim = self.feature_dim
         opt = torch.optim.SGD(backbone.parameters(), lr=self.lr, momentum=self.momentum,
                               weight_decay=self.weight_decay)
         if self.whiten_components is None:
-            whiten = max(1, self.feature_dim // 8)
+            whiten = max(1, feature_dim // 8)
         else:
-            whiten = min(self.whiten_components, self.feature_dim) or None
+            whiten = min(self.whiten_components, feature_dim) or None
         state = {"labels": None}
 
         def cluster(number):
@@ -114,7 +128,7 @@ class DeepCluster(TrainedReporterMixin, ClusterMixin, TransformerMixin, BaseEsti
             stability = float("nan") if state["labels"] is None else \
                 normalized_mutual_info_score(state["labels"], labels)
             state["labels"] = labels
-            head = torch.nn.Linear(self.feature_dim, self.n_clusters).to(device)  # re-init
+            head = torch.nn.Linear(feature_dim, self.n_clusters).to(device)  # re-init
             head_opt = torch.optim.SGD(head.parameters(), lr=self.lr,
                                        momentum=self.momentum, weight_decay=self.weight_decay)
             # Uniform over pseudo-labels: each row weighted by 1 / its cluster's size.
@@ -153,16 +167,12 @@ class DeepCluster(TrainedReporterMixin, ClusterMixin, TransformerMixin, BaseEsti
 
     @staticmethod
     def _features(backbone, data) -> np.ndarray:
-        import torch
-
         backbone.eval()
-        with torch.no_grad():
-            return backbone(data).cpu().numpy()
+        return map_rows(backbone, data)
 
     def transform(self, X):
         """The backbone's features of each row."""
-        inputs = self._scaled_input(X)  # checks fitted before module_ is touched
-        return self._features(self.module_, inputs)
+        return self._map_input(X, lambda rows: self.module_(rows))
 
     def predict(self, X):
         """Cluster of each row under the last epoch's k-means (whitening included)."""

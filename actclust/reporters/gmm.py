@@ -26,12 +26,21 @@ class GMM(ClusterMixin, BaseEstimator):
         n_clusters: mixture components, at least 2.
         covariance_type: ``"full"``, ``"diag"``, ``"tied"`` or ``"spherical"``.
         pca_components: if set, fit on this many principal components.
-        n_init, max_iter, tol, reg_covar: as in scikit-learn's GaussianMixture.
+        n_init: initialisations; the best likelihood is kept.
+        max_iter: EM iterations at most, as in scikit-learn's GaussianMixture.
+        tol: convergence threshold, as in scikit-learn.
+        reg_covar: added to the covariances' diagonals, as in scikit-learn.
         random_state: seeds initialisation.
 
     Attributes:
-        labels_, means_, weights_, converged_, n_iter_, bic_ and aic_ (on the training
-        rows), pca_ (or None).
+        labels_: component of each training row.
+        means_: component means (in PCA space when ``pca_components`` is set).
+        weights_: mixture weights.
+        converged_: whether EM converged.
+        n_iter_: EM iterations of the best initialisation.
+        bic_: BIC on the training rows.
+        aic_: AIC on the training rows.
+        pca_: the fitted scikit-learn PCA, or None.
 
     Example:
         >>> from sklearn.datasets import make_blobs

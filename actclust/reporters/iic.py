@@ -10,7 +10,7 @@ from sklearn.metrics import normalized_mutual_info_score
 from sklearn.utils._param_validation import Interval, StrOptions
 
 from ._base import register
-from ._trainer import TrainedReporterMixin, batches, degenerate, train
+from ._trainer import TrainedReporterMixin, batches, degenerate, map_rows, train
 
 
 def iic_loss(z, z_pair, eps: float = 1e-8, entropy_weight: float = 1.0):
@@ -107,9 +107,13 @@ class IIC(TrainedReporterMixin, ClusterMixin, BaseEstimator):
     Batches of 1,024 instead of 512 and 10 neighbours instead of 5 did not help.
 
     Attributes:
-        labels_, module_ (on CPU), best_subhead_, history_ (per epoch: head, loss of the
-        best sub-head and of each; for main-head epochs also nmi_previous, the NMI with the
-        previous main-head assignment, largest_cluster and degenerate), n_iter_.
+        labels_: cluster of each training row, from the kept sub-head.
+        module_: backbone and heads, on CPU.
+        best_subhead_: index of the kept sub-head of the main head.
+        history_: per epoch: ``head``, ``loss`` of the best sub-head and of each
+            (``subhead_losses``); for main-head epochs also ``nmi_previous`` (the NMI with
+            the previous main-head assignment), ``largest_cluster`` and ``degenerate``.
+        n_iter_: epochs trained.
 
     Example:
         >>> from sklearn.datasets import make_blobs
@@ -131,6 +135,7 @@ class IIC(TrainedReporterMixin, ClusterMixin, BaseEstimator):
         "epochs": [Interval(Integral, 1, None, closed="left")],
         "batch_size": [Interval(Integral, 2, None, closed="left")],
         "lr": [Interval(Real, 0, None, closed="neither")],
+        "memory_budget_gb": [Interval(Real, 0, None, closed="neither")],
         "device": [StrOptions({"auto", "cpu", "cuda"})],
         "random_state": ["random_state"],
         "progress": ["boolean"],
@@ -138,9 +143,8 @@ class IIC(TrainedReporterMixin, ClusterMixin, BaseEstimator):
 
     def __init__(self, n_clusters=10, *, overcluster_factor=5, n_subheads=5, hidden=(256, 128),
                  pairing="neighbours", n_neighbors=5, noise_scale=0.1, dropout=0.1,
-                 entropy_weight=2.0, epochs=50, batch_size=512, lr=1e-3, device="auto",
-                 random_state=None,
-                 progress=False):
+                 entropy_weight=2.0, epochs=50, batch_size=512, lr=1e-3, memory_budget_gb=2.0,
+                 device="auto", random_state=None, progress=False):
         self.n_clusters = n_clusters
         self.overcluster_factor = overcluster_factor
         self.n_subheads = n_subheads
@@ -153,6 +157,7 @@ class IIC(TrainedReporterMixin, ClusterMixin, BaseEstimator):
         self.epochs = epochs
         self.batch_size = batch_size
         self.lr = lr
+        self.memory_budget_gb = memory_budget_gb
         self.device = device
         self.random_state = random_state
         self.progress = progress
@@ -164,7 +169,7 @@ class IIC(TrainedReporterMixin, ClusterMixin, BaseEstimator):
 
         X, seed, generator, device, data = self._start_fit(X)
         rng = np.random.default_rng(seed)
-        col_sd = data.std(0, keepdim=True)
+        col_sd = torch.from_numpy(self.column_sd_).to(device)[None]
         neighbours = torch.from_numpy(
             neighbour_table(X, min(self.n_neighbors, len(X) - 1))).to(device) \
             if self.pairing != "noise" else None
@@ -227,22 +232,15 @@ class IIC(TrainedReporterMixin, ClusterMixin, BaseEstimator):
         return self
 
     def _assign(self, module, data, subhead: int) -> np.ndarray:
-        import torch
-
         module.eval()
-        with torch.no_grad():
-            probs = module["main"][subhead](module["backbone"](data))
+        probs = map_rows(lambda rows: module["main"][subhead](module["backbone"](rows)), data)
         module.train()
-        return probs.argmax(1).cpu().numpy()
+        return probs.argmax(1)
 
     def predict_proba(self, X):
         """Soft assignment of each row by the kept sub-head of the main head."""
-        import torch
-
-        inputs = self._scaled_input(X)
-        with torch.no_grad():
-            features = self.module_["backbone"](inputs)
-            return self.module_["main"][self.best_subhead_](features).numpy()
+        return self._map_input(X, lambda rows: self.module_["main"][self.best_subhead_](
+            self.module_["backbone"](rows)))
 
     def predict(self, X):
         return self.predict_proba(X).argmax(1)

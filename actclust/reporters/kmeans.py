@@ -120,8 +120,13 @@ class KMeans(ClusterMixin, TransformerMixin, BaseEstimator):
         random_state: seeds faiss; the same seed gives the same clustering.
 
     Attributes:
-        cluster_centers_, labels_, inertia_ (sum of squared distances in the clustering
-        space), n_iter_, n_train_points_, objective_ (faiss' objective per iteration).
+        cluster_centers_: the centres, in the clustering space.
+        labels_: centre of each row (every row, not only the training sample).
+        inertia_: sum of squared distances of every row to its centre, in the clustering
+            space.
+        n_iter_: Lloyd iterations of the kept run.
+        n_train_points_: rows Lloyd's iterations ran on.
+        objective_: faiss' objective after each iteration of the kept run.
 
     Example:
         >>> from sklearn.datasets import make_blobs

@@ -129,6 +129,15 @@ class LayerView:
     into one array with :meth:`to_numpy`, stream it with :meth:`iter_batches`, or feed it
     to torch with :meth:`dataloader`. ``np.asarray(view)`` works, so scikit-learn takes it.
     bfloat16 layers are widened to float32 when read.
+
+    Example:
+        >>> import tempfile
+        >>> import actclust
+        >>> store = actclust.capture("minilm", "topics", "blocks.0.hook_out", pool="mean",
+        ...                          out=tempfile.mkdtemp() + "/s", limit=8, progress=False)
+        >>> view = store.layer("blocks.0.hook_out")
+        >>> view.shape, view[2:4].shape, str(view.to_numpy().dtype)
+        ((8, 384), (2, 384), 'float32')
     """
 
     def __init__(self, store: ActivationStore, name: str):
@@ -359,7 +368,16 @@ def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
 
 
 def verify_store(root) -> list[str]:
-    """Check every shard against the manifest; returns one message per problem found."""
+    """Check every shard against the manifest; returns one message per problem found.
+
+    Example:
+        >>> import tempfile
+        >>> import actclust
+        >>> store = actclust.capture("minilm", "topics", "blocks.0.hook_out", pool="mean",
+        ...                          out=tempfile.mkdtemp() + "/s", limit=8, progress=False)
+        >>> verify_store(store.root)
+        []
+    """
     root = Path(root)
     manifest = fmt.read_manifest(root)
     problems = []

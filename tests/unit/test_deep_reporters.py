@@ -1,5 +1,5 @@
 """DEC and IDEC on small planted data: recovery, reproducibility, history, save/load,
-divergence, interruption, and a store layer giving the same result as its array."""
+divergence and interruption (store layers: test_streaming.py)."""
 
 import numpy as np
 import pytest
@@ -9,7 +9,6 @@ from sklearn.metrics import adjusted_rand_score
 from actclust.errors import ActclustError
 from actclust.reporters import DEC, IDEC
 from actclust.reporters._trainer import TrainingDiverged, train
-from tests.unit.test_store import make_store
 
 SMALL = dict(hidden=(32,), embed_dim=4, pretrain_epochs=25, n_init=5, device="cpu")
 
@@ -62,14 +61,6 @@ def test_save_and_load_round_trip(blobs, tmp_path):
     assert loaded.get_params() == model.get_params()
     with pytest.raises(TypeError, match="holds a IDEC, not a DEC"):
         DEC.load(path)
-
-
-def test_store_layer_gives_the_array_result(tmp_path):
-    store, data = make_store(tmp_path / "s", n_docs=60, rows_per_doc=5, shard_docs=25, dim=6)
-    view = store.layer("blocks.0.hook_out")
-    from_view = DEC(3, random_state=0, **SMALL).fit(view).labels_
-    from_array = DEC(3, random_state=0, **SMALL).fit(data["blocks.0.hook_out"]).labels_
-    np.testing.assert_array_equal(from_view, from_array)
 
 
 def test_divergence_names_the_epoch_and_suggests_a_lower_rate(blobs):

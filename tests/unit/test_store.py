@@ -16,13 +16,17 @@ LAYERS = ["blocks.0.hook_out", "blocks.1.hook_out"]
 
 
 def make_store(root, n_docs=10, rows_per_doc=3, shard_docs=4, dim=5, dtype="float32",
-               seed=0, scale=1.0):
+               seed=0, scale=1.0, nan_row=None):
     """A store of random rows written through the real writer; returns it and the data.
 
-    ``scale`` multiplies the columns (a per-column array gives an anisotropic cloud)."""
+    ``scale`` multiplies the columns (a per-column array gives an anisotropic cloud);
+    ``nan_row`` puts a NaN in that row."""
     rng = np.random.default_rng(seed)
     data = {name: (rng.normal(size=(n_docs * rows_per_doc, dim)) * scale).astype(np.float32)
             for name in LAYERS}
+    if nan_row is not None:
+        for block in data.values():
+            block[nan_row, 0] = np.nan
     plan = [{"index": i, "doc_start": lo, "doc_stop": min(lo + shard_docs, n_docs),
              "rows": (min(lo + shard_docs, n_docs) - lo) * rows_per_doc}
             for i, lo in enumerate(range(0, n_docs, shard_docs))]

@@ -1,0 +1,52 @@
+"""The ``actclust report`` command, added to the main parser by :func:`add_command`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def add_command(subparsers) -> None:
+    """Add ``report STORE [--results R] -o report.html`` to an argparse subparsers object.
+
+    Example:
+        >>> import argparse
+        >>> parser = argparse.ArgumentParser(prog="actclust")
+        >>> add_command(parser.add_subparsers())
+        >>> args = parser.parse_args(["report", "store", "-o", "r.html"])
+        >>> args.store, args.out, args.results, args.func.__name__
+        ('store', 'r.html', None, 'cmd_report')
+    """
+    from .maps import MAX_POINTS
+
+    p = subparsers.add_parser(
+        "report", help="write a self-contained HTML report (figures, tables, cluster pages)")
+    p.add_argument("store", help="store directory")
+    p.add_argument("--results", help="results table from `actclust compare` (.parquet); "
+                   "default: one quick k-means fit per layer, no probes")
+    p.add_argument("-o", "--out", default="report.html", help="HTML file (default report.html)")
+    p.add_argument("--label", help="label for maps, heatmaps and curves (default: the first "
+                   "label in the results with reporter and probe rows)")
+    p.add_argument("--reporter", help="method whose best and worst layers are shown "
+                   "(default: the first reporter in the results)")
+    p.add_argument("--map", default="umap", choices=["umap", "pca"],
+                   help="layer map projection (pca is faster)")
+    p.add_argument("--max-points", type=int, default=MAX_POINTS,
+                   help=f"rows drawn per map, a random sample (default {MAX_POINTS:,})")
+    p.add_argument("--no-dashboards", action="store_true", help="leave out the cluster pages")
+    p.set_defaults(func=cmd_report)
+
+
+def cmd_report(args) -> int:
+    from ..errors import ActclustError
+    from .report import write_report
+
+    if not Path(args.store).is_dir():
+        raise ActclustError(f"store {args.store} is not a directory; give the path that "
+                            "`actclust capture --out` wrote")
+    if args.max_points < 3:
+        raise ActclustError(f"--max-points must be at least 3, got {args.max_points}")
+    path = write_report(args.store, args.results, args.out, label=args.label,
+                        reporter=args.reporter, map_method=args.map,
+                        max_points=args.max_points, dashboards=not args.no_dashboards)
+    print(f"report: {path} ({path.stat().st_size / 2**20:.1f} MiB)")
+    return 0

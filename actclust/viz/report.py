@@ -1,0 +1,297 @@
+"""One self-contained HTML report for a store and its results table."""
+
+from __future__ import annotations
+
+import html
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..errors import ActclustError
+from ._common import check_results, open_store
+from .figures import METRIC_NAMES, PROBE, contingency_heatmap, layer_sweep, pick_label
+from .maps import MAX_POINTS
+
+MAX_SWEEP_LABELS = 4
+MAX_AUTO_CLASSES = 30
+
+
+def default_label(store) -> str:
+    """The store's first label column with 2 to 30 distinct values (``topic`` on topics)."""
+    rows = store.rows
+    for col in store.label_columns:
+        if 2 <= rows[col].nunique() <= MAX_AUTO_CLASSES:
+            return col
+    raise ActclustError(f"store {store.root} has no label column with 2 to "
+                        f"{MAX_AUTO_CLASSES} values to compare clusters with; pass label=... "
+                        f"(label columns: {', '.join(store.label_columns) or 'none'})")
+
+
+def write_report(store, results=None, out="report.html", *, label: str | None = None,
+                 reporter: str | None = None, n_clusters: int | None = None, seed: int = 0,
+                 map_method: str = "umap", max_points: int = MAX_POINTS,
+                 dashboards: bool = True, title: str | None = None) -> Path:
+    """Write one self-contained HTML report (plotly.js embedded; opens offline).
+
+    It holds the run's provenance (model, dataset, layers and capture settings from the
+    manifest), the comparison table, the layer-sweep curves, a map and a contingency heatmap
+    of the best and the worst layer (by the reporter's mean NMI on ``label``), and the
+    cluster dashboards of those two layers. The file is written to a temporary name and
+    renamed, so an interrupted run never leaves a complete-looking report.
+
+    Args:
+        store: an :class:`~actclust.ActivationStore` or its path.
+        results: the tidy table of :func:`~actclust.compare.compare` (DataFrame or
+            parquet path). ``None``: one quick k-means fit per layer (seed 0, k = classes of
+            ``label``), scored against ``label``; no probes, so no probe curves.
+        label: the label the maps, heatmaps and curves use; default: the first label in
+            ``results`` that has both reporter and probe rows.
+        reporter: the method whose best and worst layers are shown (default: the first
+            reporter in ``results``). It is refitted on those two layers with ``seed`` and
+            k = ``n_clusters`` or the number of classes, since results hold scores, not
+            assignments; a method that is not a registered name is replaced by k-means.
+        map_method: how the maps are drawn (``"umap"``, or ``"pca"``, which is faster).
+        max_points: at most this many rows per map, a uniform random sample that the map
+            states.
+        dashboards: include the cluster dashboards.
+
+    Returns:
+        The path of the report.
+
+    Example:
+        >>> import actclust, tempfile
+        >>> d = tempfile.mkdtemp()
+        >>> store = actclust.capture("minilm", "topics", "blocks.5.hook_out", pool="mean",
+        ...                          limit=40, out=d + "/s", progress=False)
+        >>> path = write_report(store, out=d + "/report.html", map_method="pca")
+        >>> path.name, path.stat().st_size > 1_000_000
+        ('report.html', True)
+    """
+    from ._html import Page, write_atomic
+
+    started = time.perf_counter()
+    store = open_store(store)
+    label = label or None
+    quick = results is None
+    if quick:
+        from ..compare import compare
+
+        label = label or default_label(store)
+        store.labels(label)  # an unknown column fails with the list of columns
+        results = compare(store, label, reporters=[reporter or "kmeans"], seeds=[seed],
+                          n_clusters=n_clusters, probes=False, progress=False)
+    results = check_results(results)
+    unknown = sorted(set(results["layer"]) - set(store.layers))
+    if unknown:
+        raise ActclustError(f"results name layers that store {store.root} does not hold: "
+                            f"{', '.join(unknown)}; were they computed on another store?")
+    label = pick_label(results, label)
+    store.labels(label)
+    method = _pick_method(results, label, reporter)
+    best, worst, score_name = _best_and_worst(results, label, method, store.layers)
+
+    sub = (f"{html.escape(store.model_name)} on {html.escape(store.manifest['dataset']['name'])}"
+           f" · {len(store):,} rows · {len(store.layers)} layers · label {html.escape(label)}")
+    page = Page(title or f"actclust report: {store.model_name} on "
+                         f"{store.manifest['dataset']['name']}", sub)
+    page.section("provenance", "Provenance", _provenance(store, results, quick))
+    page.section("comparison", "Comparison table", _comparison_tables(results, store.layers),
+                 "mean ± sd over seeds; the best layer of each column in bold. Reporter "
+                 "scores compare clusters with the label; probe accuracy is on held-out "
+                 "rows, selectivity is accuracy minus a control task's.")
+    sweep_labels = [label] + [lab for lab in dict.fromkeys(results["label"]) if lab != label]
+    sweeps = "".join(page.figure(layer_sweep(results, lab, layers=_layer_order(
+        results, lab, store.layers))) for lab in sweep_labels[:MAX_SWEEP_LABELS])
+    page.section("sweep", "Layer sweep", sweeps,
+                 "Where unsupervised structure appears: reporter scores (band: ± one sd over "
+                 "seeds) against what a linear probe reads out on the same label.")
+    fits = {}
+    for role, layer in (("best", best), ("worst", worst)):
+        if layer is None or layer in fits:
+            continue
+        fits[layer] = _refit(store, layer, method, label, n_clusters, seed)
+        est, name = fits[layer]
+        from .maps import layer_map
+
+        fig_map = layer_map(store, layer, clusters=est, label=label, method=map_method,
+                            max_points=max_points, random_state=seed, cluster_name=name,
+                            title=f"{layer}: {name} clusters and {label}")
+        fig_ct = contingency_heatmap(store.labels(label), est.labels_, label_name=label,
+                                     cluster_name=name, title=f"{layer}: {name} clusters "
+                                     f"versus {label}")
+        extra = _structure_figures(est, page)
+        score = _layer_score(results, label, method, layer, score_name)
+        page.section(f"{role}-layer", f"{role.capitalize()} layer: {layer}",
+                     page.figure(fig_map) + page.figure(fig_ct) + extra,
+                     f"{METRIC_NAMES.get(score_name, score_name)} of {html.escape(method)} "
+                     f"on {html.escape(label)} here: {score}. Clusters refitted with seed "
+                     f"{seed} and k = {est.n_clusters}; hover a point for its text.")
+        if dashboards:
+            from .dashboard import cluster_dashboard
+
+            others = [c for c in store.label_columns if c != label]
+            dash = cluster_dashboard(store, layer, est, labels=[label] + others, method=name,
+                                     uid=f"dash-{role}")
+            page.section(f"clusters-{role}", f"Clusters of the {role} layer",
+                         dash.fragment(page),
+                         f"{html.escape(name)} on {html.escape(layer)}: one page per cluster "
+                         f"(buttons: cluster · rows · commonest {html.escape(label)} and its "
+                         "share). "
+                         f"Tokens and texts are shaded by membership: "
+                         f"{html.escape(dash.strength_kind)}.")
+    seconds = time.perf_counter() - started
+    page.add(f'<p class="note">Written by actclust {_version()} in {seconds:.1f} s.</p>')
+    return write_atomic(page.render(), out)
+
+
+def _version() -> str:
+    from .. import __version__
+
+    return __version__
+
+
+def _pick_method(results, label, reporter):
+    methods = [m for m in dict.fromkeys(results.loc[results["label"] == label, "method"])
+               if m != PROBE]
+    if reporter is not None:
+        if reporter not in methods:
+            raise ActclustError(f"results have no rows for reporter {reporter!r} on label "
+                                f"{label!r}; reporters present: {', '.join(methods) or 'none'}")
+        return reporter
+    return methods[0] if methods else PROBE
+
+
+def _layer_order(results, label, layers):
+    present = set(results.loc[results["label"] == label, "layer"])
+    return [layer for layer in layers if layer in present]
+
+
+def _best_and_worst(results, label, method, layers):
+    from ..compare import summarize
+
+    part = results[(results["label"] == label) & (results["method"] == method)]
+    for metric in ("nmi", "accuracy", "probe_accuracy"):
+        rows = part[part["metric"] == metric]
+        if len(rows):
+            means = summarize(rows).set_index("layer")["mean"]
+            means = means.reindex([layer for layer in layers if layer in means.index])
+            best, worst = means.idxmax(), means.idxmin()
+            return best, (worst if worst != best else None), metric
+    raise ActclustError(f"results for {method!r} on label {label!r} have no nmi, accuracy or "
+                        "probe_accuracy rows to rank layers by")
+
+
+def _layer_score(results, label, method, layer, metric) -> str:
+    v = results[(results["label"] == label) & (results["method"] == method)
+                & (results["layer"] == layer) & (results["metric"] == metric)]["value"]
+    return f"{v.mean():.3f}" + (f" ± {v.std():.3f} over {len(v)} seeds" if len(v) > 1 else "")
+
+
+def _refit(store, layer, method, label, n_clusters, seed):
+    from sklearn.base import ClusterMixin
+
+    from ..reporters import KMeans, registry
+
+    cls = registry().get(method)
+    if cls is None or not issubclass(cls, ClusterMixin):
+        cls, name = KMeans, "kmeans"
+    else:
+        name = method
+    k = n_clusters or int(pd.Series(store.labels(label)).dropna().nunique())
+    est = cls(n_clusters=max(k, 2))
+    if "random_state" in est.get_params():
+        est.set_params(random_state=seed)
+    est.fit(store.layer(layer))
+    return est, name
+
+
+def _structure_figures(est, page) -> str:
+    from .figures import dendrogram, training_curves
+
+    if getattr(est, "linkage_", None) is not None:
+        return page.figure(dendrogram(est))
+    if getattr(est, "history_", None):
+        return page.figure(training_curves(est))
+    return ""
+
+
+def _provenance(store, results, quick) -> str:
+    m = store.manifest
+    cap, ds, model = m["capture"], m["dataset"], m["model"]
+    shapes = ", ".join(f"{name} {'x'.join(map(str, info['shape'] or []))}"
+                       for name, info in m["layers"].items())
+    extra_ds = ", ".join(f"{k}={v}" for k, v in ds.items()
+                         if k not in ("name", "fingerprint", "n_docs"))
+    methods = sorted(set(results["method"]))
+    seeds = results.groupby("method")["seed"].nunique().to_dict()
+    items = [
+        ("model", f"{model['name']} ({model.get('kind', '?')}"
+                  + (f", {model['architecture']}" if model.get("architecture") else "")
+                  + f", config {model.get('config_hash', '?')})"),
+        ("dataset", f"{ds['name']}: {ds.get('n_docs', '?')} documents, sha256 "
+                    f"{str(ds.get('fingerprint', '?'))[:12]}" + (f" ({extra_ds})" if extra_ds
+                                                                  else "")),
+        ("capture", f"pool={cap['pool']}, dtype={cap['storage_dtype']}, max_length="
+                    f"{cap['max_length']}, exclude_special={cap['exclude_special']}, "
+                    f"truncated_docs={cap.get('truncated_docs', 0)}"),
+        ("rows", f"{m['n_rows']:,}" + (" (one per token)" if cap["pool"] == "none"
+                                       else " (one per document)")),
+        ("layers", shapes),
+        ("store", f"{store.root} · written by actclust {m['actclust_version']} on "
+                  f"{m['created']}"),
+        ("labels", ", ".join(store.label_columns)),
+        ("results", f"{len(results):,} rows · methods "
+                    + ", ".join(f"{k} ({seeds[k]} seed{'s' if seeds[k] > 1 else ''})"
+                                for k in methods)
+                    + f" · labels {', '.join(map(str, dict.fromkeys(results['label'])))}"
+                    + (" · no results were given: one quick k-means fit per layer, no probes"
+                       if quick else "")),
+    ]
+    body = "".join(f"<tr><td>{html.escape(k)}</td><td>{html.escape(str(v))}</td></tr>"
+                   for k, v in items)
+    return f'<table class="kv">{body}</table>'
+
+
+TABLE_METRICS = ["nmi", "accuracy", "probe_accuracy", "selectivity"]
+
+
+def _comparison_tables(results, layers) -> str:
+    from ..compare import summarize
+
+    s = summarize(results)
+    s = s[s["metric"].isin(TABLE_METRICS)]
+    if s.empty:
+        s = summarize(results)
+    out = []
+    for label in dict.fromkeys(s["label"]):
+        part = s[s["label"] == label]
+        cols = list(dict.fromkeys(zip(part["method"], part["metric"])))
+        cols.sort(key=lambda c: (c[0] == PROBE, TABLE_METRICS.index(c[1])
+                                 if c[1] in TABLE_METRICS else 99))
+        idx = part.set_index(["method", "metric", "layer"]).sort_index()
+        order = [layer for layer in layers if layer in set(part["layer"])]
+        head = "".join(f"<th>{html.escape(m if m != PROBE else 'probe')}<br>"
+                       f"{html.escape(METRIC_NAMES.get(k, k))}</th>" for m, k in cols)
+        best = {}
+        for c in cols:
+            vals = idx.loc[c]["mean"].reindex(order)
+            best[c] = vals.idxmax() if vals.notna().any() else None
+        body = []
+        for layer in order:
+            cells = []
+            for c in cols:
+                key = (*c, layer)
+                if key not in idx.index:
+                    cells.append("<td></td>")
+                    continue
+                r = idx.loc[key]
+                sd = "" if r["n"] < 2 or np.isnan(r["sd"]) else f" ± {r['sd']:.3f}"
+                cls = ' class="best"' if best[c] == layer else ""
+                cells.append(f"<td{cls}>{r['mean']:.3f}{sd}</td>")
+            body.append(f"<tr><td>{html.escape(layer)}</td>{''.join(cells)}</tr>")
+        out.append(f"<p style='margin:12px 0 4px'><b>label: {html.escape(str(label))}</b></p>"
+                   f'<div class="scroll"><table class="data"><thead><tr><th>layer</th>{head}'
+                   f"</tr></thead><tbody>{''.join(body)}</tbody></table></div>")
+    return "".join(out)
