@@ -369,7 +369,7 @@ def _row_table(target: Target, plan: _Plan, ds: Dataset, pool: str, lo: int,
 
 
 def _run(target, ds, plan, writer, names, pool, batch_size, dtype, show, device) -> None:
-    from tqdm.auto import tqdm
+    from ._progress import tqdm
 
     pending = writer.pending_shards()
     done_rows = int(sum(s["rows"] for s in writer.plan) - sum(s["rows"] for s in pending))

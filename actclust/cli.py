@@ -132,9 +132,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="capture again even if OUT holds a store with other settings")
     p.set_defaults(func=cmd_demo)
 
+    from .sweep import add_command as add_sweep_command
     from .viz.cli import add_command as add_report_command
 
     add_report_command(sub)
+    add_sweep_command(sub)
     return parser
 
 

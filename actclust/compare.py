@@ -59,7 +59,7 @@ def compare(store, labels: Union[str, Sequence[str]], layers=None,
         >>> sorted(table["method"].unique())
         ['kmeans', 'linear_probe']
     """
-    from tqdm.auto import tqdm
+    from ._progress import tqdm
 
     from .models import select_names
 

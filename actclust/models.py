@@ -89,9 +89,12 @@ class Target:
             if not pattern:
                 raise ActclustError("no layers given: name at least one hook point "
                                     f"(see `actclust models {self.name}`)")
+            # the command line can list a bundled model or a model directory, not an object
+            where = (f"`actclust models {self.name}` lists them all"
+                     if self.name in BUNDLED or Path(self.name).is_dir() else
+                     "`actclust.models.load_target(model).hook_names()` lists them all")
             raise ActclustError(f"layer {pattern!r} is not a hook point of {self.name}; "
-                                f"{closest(pattern, names)} "
-                                f"(`actclust models {self.name}` lists them all)")
+                                f"{closest(pattern, names)} ({where})")
 
         return select_names(patterns, names, missing)
 

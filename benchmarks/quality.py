@@ -54,7 +54,7 @@ METHODS = {
         k, backbone=following_blocks("minilm", layer), lr=BLOCKS_LR, random_state=seed),
 }
 BLOCKS_LR = 1e-2
-MINILM_LAYERS = (1, 3, 5)
+MINILM_LAYERS = (3, 5)  # a middle block and the last
 DEFAULT_INPUTS = ["digits", "digits-mlp", *(f"minilm-{n}" for n in MINILM_LAYERS)]
 DESCRIPTIONS = {
     "digits": "load_digits pixels (1,797 x 64), 10 digit classes",

@@ -195,7 +195,7 @@ def train(module, epochs: int, run_epoch: Callable[[int], dict], *, name: str, l
         >>> [round(r["loss"], 2) for r in h]
         [1.0, 0.5, 0.33]
     """
-    from tqdm.auto import tqdm
+    from .._progress import tqdm
 
     history = [] if history is None else history
     good = copy.deepcopy(module.state_dict())

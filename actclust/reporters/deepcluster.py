@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import warnings
 
 from numbers import Integral, Real
 
@@ -118,9 +119,12 @@ class DeepCluster(TrainedReporterMixin, ClusterMixin, TransformerMixin, BaseEsti
         state = {"labels": None}
 
         def cluster(number):
-            return KMeans(self.n_clusters, whiten_components=whiten, random_state=seed + number,
-                          device="cpu" if device == "cpu" else "auto",
-                          max_points_per_centroid=None).fit(self._features(backbone, data))
+            km = KMeans(self.n_clusters, whiten_components=whiten, random_state=seed + number,
+                        device="cpu" if device == "cpu" else "auto", max_points_per_centroid=None)
+            with warnings.catch_warnings():
+                # dead ReLU units in the backbone's own features: nothing a user can act on
+                warnings.filterwarnings("ignore", message=".*columns are constant")
+                return km.fit(self._features(backbone, data))
 
         def epoch(number):
             km = cluster(number)

@@ -310,7 +310,8 @@ class LayerView:
     def torch_dataset(self, batch_size: int = 4096, shuffle: bool = False, seed: int = 0,
                       labels: Optional[str] = None):
         """A torch ``IterableDataset`` of float32 batches (split across DataLoader workers)."""
-        return _LayerIterable(self, batch_size, shuffle, seed, labels)
+        dataset = globals().get("_LayerIterable") or __getattr__("_LayerIterable")
+        return dataset(self, batch_size, shuffle, seed, labels)
 
     def dataloader(self, batch_size: int = 4096, shuffle: bool = False, seed: int = 0,
                    labels: Optional[str] = None, num_workers: int = 0):
@@ -327,36 +328,45 @@ class LayerView:
             num_workers=num_workers)
 
 
-def _torch_iterable_base():
+def _layer_iterable_class():
+    """The torch dataset class, made on first use: opening a store must not import torch."""
     import torch.utils.data
 
-    return torch.utils.data.IterableDataset
+    class _LayerIterable(torch.utils.data.IterableDataset):
+        def __init__(self, view: LayerView, batch_size, shuffle, seed, labels):
+            self.view, self.batch_size, self.shuffle = view, batch_size, shuffle
+            self.seed, self.labels, self.epoch = seed, labels, 0
+
+        def __iter__(self):
+            info = torch.utils.data.get_worker_info()
+            worker, n_workers = (info.id, info.num_workers) if info else (0, 1)
+            # A new permutation each epoch, the same for every worker so their parts don't
+            # overlap.
+            batches = self.view.iter_batches(self.batch_size, self.shuffle,
+                                             self.seed + self.epoch, self.labels, np.float32)
+            self.epoch += 1
+            for i, item in enumerate(batches):
+                if i % n_workers != worker:
+                    continue
+                # a copy: batches may be views of the read-only memory map
+                if self.labels is None:
+                    yield torch.from_numpy(np.array(item))
+                else:
+                    yield torch.from_numpy(np.array(item[0])), item[1]
+
+        def __len__(self):
+            return -(-len(self.view) // self.batch_size)
+
+    _LayerIterable.__qualname__ = "_LayerIterable"
+    return _LayerIterable
 
 
-class _LayerIterable(_torch_iterable_base()):
-    def __init__(self, view: LayerView, batch_size, shuffle, seed, labels):
-        self.view, self.batch_size, self.shuffle = view, batch_size, shuffle
-        self.seed, self.labels, self.epoch = seed, labels, 0
-
-    def __iter__(self):
-        import torch
-
-        info = torch.utils.data.get_worker_info()
-        worker, n_workers = (info.id, info.num_workers) if info else (0, 1)
-        # A new permutation each epoch, the same for every worker so their parts don't overlap.
-        batches = self.view.iter_batches(self.batch_size, self.shuffle,
-                                         self.seed + self.epoch, self.labels, np.float32)
-        self.epoch += 1
-        for i, item in enumerate(batches):
-            if i % n_workers != worker:
-                continue
-            if self.labels is None:
-                yield torch.from_numpy(np.ascontiguousarray(item))
-            else:
-                yield torch.from_numpy(np.ascontiguousarray(item[0])), item[1]
-
-    def __len__(self):
-        return -(-len(self.view) // self.batch_size)
+def __getattr__(name):
+    # Pickle (DataLoader workers started by spawn) finds the class by this module attribute.
+    if name == "_LayerIterable":
+        globals()[name] = _layer_iterable_class()
+        return globals()[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def sha256_file(path: Path, chunk: int = 1 << 22) -> str:

@@ -73,6 +73,11 @@ class ClusterDashboard:
 
     ``pages`` holds the data; :meth:`to_html` and :meth:`write` render it as a
     self-contained page; in Jupyter it shows inline.
+
+    Example:
+        >>> dash = ClusterDashboard("blocks.5.hook_out", "kmeans", "distance", [], 0, "demo")
+        >>> dash
+        ClusterDashboard(kmeans on 'blocks.5.hook_out': 0 clusters, 0 rows)
     """
 
     def __init__(self, layer, method, strength_kind, pages, n_rows, store_name, uid="dash"):
@@ -138,10 +143,15 @@ def cluster_dashboard(store, layer: str, reporter=None, *, clusters=None, n_exam
     nearest other clusters and a membership histogram.
 
     Example:
-        >>> dash = cluster_dashboard("topics-store", "blocks.5.hook_out", fitted_kmeans)  # doctest: +SKIP
-        >>> dash.pages[0].size, dash.pages[0].top[0].strength  # doctest: +SKIP
-        (23, 0.97)
-        >>> dash.write("clusters.html")  # doctest: +SKIP
+        >>> import actclust, tempfile
+        >>> from actclust.reporters import KMeans
+        >>> store = actclust.capture("minilm", "topics", "blocks.5.hook_out", pool="mean",
+        ...                          limit=40, out=tempfile.mkdtemp() + "/s", progress=False)
+        >>> km = KMeans(4, random_state=0).fit(store.layer("blocks.5.hook_out"))
+        >>> dash = cluster_dashboard(store, "blocks.5.hook_out", km)
+        >>> len(dash.pages), sum(page.size for page in dash.pages)
+        (4, 40)
+        >>> path = dash.write(tempfile.mkdtemp() + "/clusters.html")
     """
     store = open_store(store)
     view = store.layer(layer)

@@ -28,6 +28,12 @@ class Embedding:
         method: ``"umap"`` or ``"pca"``.
         max_points: the cap the sample was drawn under.
         settings: what else shaped the map (neighbours, PCA dimensions, seed).
+
+    Example:
+        >>> e = embed(np.random.default_rng(0).normal(size=(500, 8)), method="pca",
+        ...           max_points=100)
+        >>> e.coords.shape, e.subsampled
+        ((100, 2), True)
     """
 
     coords: np.ndarray

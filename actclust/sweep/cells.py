@@ -1,0 +1,321 @@
+"""Cells: the unit of work of a sweep, its key, how it runs, and how it is recorded.
+
+A cell is one reporter fit (model, layer, reporter + parameters, seed) scored against the
+labels, or one probe (model, layer, label, seed). Its key hashes everything its rows
+depend on, including the fingerprint of the layer's data, so a finished cell is found
+again by key and a changed setting misses only the cells it touches.
+
+Each finished cell is one file under ``<out>/cells/``, written to a hidden temporary name
+and renamed into place: ``<key>.parquet`` holds its rows, ``<key>.error.json`` the error of
+a failed cell. A killed sweep leaves at worst a temporary file, which the next run removes.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import importlib
+import json
+import os
+import sys
+import time
+import traceback
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..errors import ActclustError
+
+CELL_FORMAT = 2  # bump when a cell's rows change meaning: every recorded cell is redone
+TABLE_COLUMNS = ["model", "layer", "method", "label", "metric", "seed", "value"]
+# Metrics that measure time: they differ from run to run, every other value is reproducible.
+TIMING_METRICS = ("fit_seconds",)
+# Cell fields that locate the work but do not decide its rows: not part of the key.
+NOT_IN_KEY = ("store", "store_version", "reporter_class")
+# Estimator parameters that change how a fit reports or pages its data, not its result.
+NOT_IN_KEY_PARAMS = ("progress", "verbose", "memory_budget_gb")
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS",
+                    "BLIS_NUM_THREADS", "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS")
+
+
+def layer_fingerprint(manifest: dict, layer: str) -> str:
+    """sha256 over what a layer's rows depend on: model, documents, capture settings and
+    the layer's shard checksums (already in the manifest, so nothing is re-read).
+
+    Example:
+        >>> m = {"model": {"name": "m", "config_hash": "c"}, "dataset": {"fingerprint": "d"},
+        ...      "capture": {"pool": "mean"}, "layers": {"h": {"shards": [{"sha256": "x"}]}}}
+        >>> len(layer_fingerprint(m, "h"))
+        64
+    """
+    cap = {k: v for k, v in manifest["capture"].items() if k not in ("layers", "shard_rows")}
+    parts = {"model": [manifest["model"].get("name"), manifest["model"].get("config_hash")],
+             "dataset": manifest["dataset"].get("fingerprint"), "capture": cap,
+             "shards": [s.get("sha256") for s in manifest["layers"][layer]["shards"]]}
+    return digest(parts)
+
+
+def digest(obj) -> str:
+    """sha256 of a JSON-able object, independent of dict order.
+
+    Example:
+        >>> digest({"a": 1, "b": 2}) == digest({"b": 2, "a": 1})
+        True
+    """
+    text = json.dumps(obj, sort_keys=True, default=repr, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def cell_key(cell: dict) -> str:
+    """The cell's key: a hash of every field that decides its rows.
+
+    Left out: where the store lies (``NOT_IN_KEY``), and the parameters that only change
+    how a fit reports progress or pages its data (``NOT_IN_KEY_PARAMS``).
+
+    Example:
+        >>> a = {"kind": "probe", "layer": "h", "seed": 0, "params": {"verbose": 0}}
+        >>> cell_key(a) == cell_key({**a, "params": {"verbose": 2}})
+        True
+        >>> cell_key(a) == cell_key({**a, "seed": 1})
+        False
+    """
+    fields = {}
+    for name, value in cell.items():
+        if name in NOT_IN_KEY or name == "key":
+            continue
+        if name in ("params", "full_params", "probe_params"):
+            value = {k: v for k, v in value.items() if k not in NOT_IN_KEY_PARAMS}
+        fields[name] = value
+    return digest({"format": CELL_FORMAT, **fields})[:32]
+
+
+def describe(cell: dict) -> str:
+    """A short human name of a cell for progress lines and failure lists.
+
+    Example:
+        >>> describe({"kind": "probe", "model": "m", "layer": "h", "label": "y", "seed": 0})
+        'm h probe[y] seed 0'
+    """
+    what = cell["method"] if cell["kind"] == "reporter" else f"probe[{cell['label']}]"
+    return f"{cell['model']} {cell['layer']} {what} seed {cell['seed']}"
+
+
+@functools.lru_cache(maxsize=8)
+def _open_store(path: str, version: str):
+    """One open store per process and store version: rows and labels are read once."""
+    from ..store import ActivationStore
+
+    return ActivationStore(path)
+
+
+_THREADS_SET = []
+
+
+def limit_threads(threads: int) -> None:
+    """At most ``threads`` BLAS/OpenMP/faiss/torch threads in this (worker) process.
+
+    The environment variables cover libraries loaded later (torch, when a trained
+    reporter imports it, reads ``OMP_NUM_THREADS``); threadpoolctl covers those already
+    loaded; torch is told directly only when it is already imported, so a worker that
+    runs k-means never imports it.
+    """
+    if _THREADS_SET == [threads]:
+        return
+    for variable in THREAD_VARIABLES:
+        os.environ[variable] = str(threads)
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(limits=threads)
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.set_num_threads(threads)
+    _THREADS_SET[:] = [threads]
+
+
+def warm_up(threads: int) -> int:
+    """Import what cells need, so a worker's start-up overlaps with the sweep's planning;
+    returns the worker's process id."""
+    limit_threads(threads)
+    importlib.import_module("actclust.compare")
+    importlib.import_module("actclust.probes")
+    return os.getpid()
+
+
+def run_cell(cell: dict, cells_dir: str, threads=None, store=None) -> dict:
+    """Run one cell and record it under ``cells_dir``; returns ``{"key", "ok", "seconds",
+    "error"}``. Any exception of the fit is recorded, not raised: the sweep goes on.
+
+    Workers receive ``cell`` (plain data, with the store's path) and open the store
+    themselves, memory-mapped; nothing large is sent to them. ``threads`` limits this
+    process's numerical threads (see :func:`limit_threads`); None leaves them alone.
+
+    Example:
+        >>> import tempfile
+        >>> d = tempfile.mkdtemp()
+        >>> cell = {"key": "k1", "kind": "probe", "model": "m", "layer": "h", "label": "y",
+        ...         "seed": 0, "store": d + "/missing", "store_version": ""}
+        >>> run_cell(cell, d)["error"]
+        'ActclustError: store .../missing does not exist'
+    """
+    if threads is not None:
+        limit_threads(threads)
+    start = time.perf_counter()
+    key = cell["key"]
+    directory = Path(cells_dir)
+    try:
+        if store is None:
+            store = _open_store(cell["store"], cell["store_version"])
+        records = _compute(cell, store)
+        table = pd.DataFrame.from_records(records, columns=TABLE_COLUMNS[1:])
+        table.insert(0, "model", cell["model"])
+        table = table.astype({"seed": np.int64, "value": np.float64})
+        write_atomic(directory / f"{key}.parquet",
+                     lambda tmp: table.to_parquet(tmp, index=False))
+        (directory / f"{key}.error.json").unlink(missing_ok=True)
+        return {"key": key, "ok": True, "seconds": time.perf_counter() - start,
+                "error": None}
+    except Exception as err:  # recorded per cell: one diverged fit must not stop a sweep
+        message = f"{type(err).__name__}: {' '.join(str(err).split())}"
+        write_failure(directory, cell, message, traceback.format_exc())
+        return {"key": key, "ok": False, "seconds": time.perf_counter() - start,
+                "error": message}
+
+
+def write_failure(directory: Path, cell: dict, message: str, trace: str = "") -> None:
+    """Record a failed cell as ``<key>.error.json`` (read back with :func:`read_failure`).
+
+    Example:
+        >>> import tempfile
+        >>> d = Path(tempfile.mkdtemp())
+        >>> cell = {"key": "k", "model": "m", "layer": "h", "method": "gmm", "seed": 0}
+        >>> write_failure(d, cell, "ValueError: diverged")
+        >>> read_failure(d, "k")["error"], finished(d)
+        ('ValueError: diverged', set())
+    """
+    record = {"key": cell["key"], "model": cell["model"], "layer": cell["layer"],
+              "method": cell.get("method", "linear_probe"), "label": cell.get("label"),
+              "seed": cell["seed"], "error": message, "traceback": trace}
+    data = json.dumps(record, indent=1).encode()
+    write_atomic(Path(directory) / f"{cell['key']}.error.json",
+                 lambda tmp: tmp.write_bytes(data))
+
+
+def write_atomic(path: Path, write) -> None:
+    """Make ``path`` appear whole or not at all: ``write(tmp)`` fills a hidden temporary
+    file of a name no other writer uses (a Ray retry may write the same cell at the same
+    time), which is fsynced, renamed into place, and the rename made durable.
+
+    Example:
+        >>> import tempfile
+        >>> d = Path(tempfile.mkdtemp())
+        >>> write_atomic(d / "a.txt", lambda tmp: tmp.write_text("hi"))
+        >>> [p.name for p in d.iterdir()], (d / "a.txt").read_text()
+        (['a.txt'], 'hi')
+    """
+    from ..store.format import fsync_dir
+
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        write(tmp)
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    fsync_dir(path.parent)
+
+
+def _compute(cell: dict, store) -> list:
+    from ..compare import probe_cell, reporter_cell
+
+    if cell["kind"] == "probe":
+        from ..probes import LinearProbe
+
+        # The seed decides the probe's folds as well as its train/test split.
+        params = {k: tuple(v) if isinstance(v, list) else v
+                  for k, v in cell["probe_params"].items()}
+        probe = LinearProbe(**params, random_state=cell["seed"])
+        return probe_cell(store, cell["layer"], cell["label"], cell["seed"], probe=probe,
+                          group_column=cell["group_column"])
+    params = {k: tuple(v) if isinstance(v, list) else v for k, v in cell["params"].items()}
+    n_clusters = params.pop("n_clusters", None)
+    est = reporter_class(cell)(**params)
+    if not hasattr(est, "fit_predict") and hasattr(est, "transform"):
+        return _transformer_rows(est, store, cell)
+    return reporter_cell(store, cell["layer"], est, cell["seed"], cell["labels"],
+                         n_clusters=n_clusters, method=cell["method"])
+
+
+def reporter_class(cell: dict):
+    """The cell's reporter class. A reporter registered outside actclust (a plugin) is
+    registered again here from ``cell["reporter_class"]`` (``"module:Class"``), so a
+    fresh worker process finds it too.
+
+    Example:
+        >>> reporter_class({"reporter": "kmeans"}).__name__
+        'KMeans'
+    """
+    from ..reporters import get_reporter, register, registry
+
+    if cell["reporter"] not in registry() and cell.get("reporter_class"):
+        module, _, name = cell["reporter_class"].partition(":")
+        register(cell["reporter"])(getattr(importlib.import_module(module), name))
+    return get_reporter(cell["reporter"])
+
+
+def _transformer_rows(est, store, cell) -> list:
+    """A reporter that does not cluster (PCA): how much variance its components explain."""
+    if "random_state" in est.get_params():
+        est.set_params(random_state=cell["seed"])
+    start = time.perf_counter()
+    est.fit(store.layer(cell["layer"]))
+    seconds = time.perf_counter() - start
+    ratio = getattr(est, "explained_variance_ratio_", None)
+    if ratio is None:
+        raise ActclustError(f"reporter {cell['reporter']!r} neither clusters nor explains "
+                            "variance: there is nothing to score")
+    scores = {"explained_variance": float(np.sum(ratio)),
+              "n_components": float(len(ratio)), "fit_seconds": seconds}
+    return [{"layer": cell["layer"], "method": cell["method"], "label": "", "metric": m,
+             "seed": cell["seed"], "value": v} for m, v in scores.items()]
+
+
+def finished(cells_dir: Path) -> set:
+    """Keys of the cells recorded as done (failures are not done: they run again).
+
+    Example:
+        >>> import tempfile
+        >>> d = Path(tempfile.mkdtemp())
+        >>> (d / "abc.parquet").touch(); (d / ".abc.parquet.7.tmp").touch()
+        >>> finished(d)
+        {'abc'}
+    """
+    if not cells_dir.exists():
+        return set()
+    return {p.name[:-len(".parquet")] for p in cells_dir.iterdir()
+            if p.name.endswith(".parquet") and not p.name.startswith(".")}
+
+
+def remove_debris(cells_dir: Path) -> None:
+    """Delete the temporary files of writes a kill interrupted.
+
+    Example:
+        >>> import tempfile
+        >>> d = Path(tempfile.mkdtemp())
+        >>> (d / "abc.parquet").touch(); (d / ".def.parquet.7.tmp").touch()
+        >>> remove_debris(d); sorted(p.name for p in d.iterdir())
+        ['abc.parquet']
+    """
+    if cells_dir.exists():
+        for path in cells_dir.iterdir():
+            if path.name.startswith(".") and path.name.endswith(".tmp"):
+                path.unlink(missing_ok=True)
+
+
+def read_failure(cells_dir: Path, key: str):
+    """The failure record of cell ``key``, or None (see :func:`write_failure`)."""
+    path = cells_dir / f"{key}.error.json"
+    return json.loads(path.read_text()) if path.exists() else None
