@@ -153,7 +153,9 @@ class Page:
         from plotly.offline import get_plotlyjs
 
         specs = "{" + ",".join(f'"{k}":{v}' for k, v in self.figures.items()) + "}"
-        specs = specs.replace("</", "<\\/")  # no "</script>" inside the JSON block
+        # "<" only occurs inside JSON strings, where \u003c reads the same: nothing in the
+        # block can then close the script element or open a comment
+        specs = specs.replace("<", "\\u003c")
         nav = "".join(f'<a href="#{html.escape(a)}">{html.escape(h)}</a>' for a, h in self.nav)
         nav_html = f'<nav class="sections">{nav}</nav>' if nav else ""
         sub = f"<p>{self.subtitle}</p>" if self.subtitle else ""

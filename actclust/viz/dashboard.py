@@ -10,6 +10,7 @@ and tokens, so context tokens light up where they sit inside the cluster.
 from __future__ import annotations
 
 import html
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,7 +20,7 @@ import pandas as pd
 from ..errors import ActclustError
 from ._common import _piece, base_layout, cluster_labels, colour, open_store
 
-BATCH = 65_536
+BATCH_BYTES = 2 ** 27  # float64 rows per pass step: ~128 MB whatever the width
 MAX_LABEL_VALUES = 12
 WINDOW = 8
 
@@ -92,8 +93,9 @@ class ClusterDashboard:
         """The dashboard as an HTML fragment whose figures are added to ``page``."""
         uid = self.uid
         buttons = "".join(
-            f'<button data-dash="{uid}" data-page="{uid}-c{p.cluster}" '
-            f'title="cluster {p.cluster}: {p.size:,} rows">{html.escape(p.summary())}</button>'
+            f'<button data-dash="{uid}" data-page="{_page_id(uid, p.cluster)}" '
+            f'title="cluster {html.escape(str(p.cluster))}: {p.size:,} rows">'
+            f'{html.escape(p.summary())}</button>'
             for p in self.pages)
         body = [f'<div class="dash" id="{uid}"><div class="dash-nav">{buttons}</div>']
         for p in self.pages:
@@ -173,7 +175,9 @@ def cluster_dashboard(store, layer: str, reporter=None, *, clusters=None, n_exam
     means = _means(view, codes, k)
     strength, dist, kind = _memberships(view, reporter if clusters is None else None, means,
                                         codes, k)
-    mean_dist = np.sqrt(np.maximum(((means[:, None, :] - means[None, :, :]) ** 2).sum(-1), 0))
+    from scipy.spatial.distance import cdist
+
+    mean_dist = cdist(means, means)  # k x k, without a k x k x d intermediate
     pages = []
     for c in range(k):
         members = np.nonzero(codes == c)[0]
@@ -199,9 +203,19 @@ def cluster_dashboard(store, layer: str, reporter=None, *, clusters=None, n_exam
     return ClusterDashboard(layer, method, kind, pages, n, str(store.root.name), uid)
 
 
+def _page_id(uid: str, cluster) -> str:
+    """An HTML id for a cluster's page: cluster ids may be any label value."""
+    name = str(cluster)
+    safe = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in name)
+    if safe == name:
+        return f"{uid}-c{name}"
+    return f"{uid}-c{safe}-{zlib.crc32(name.encode()) % 10_000}"  # two names, one safe form
+
+
 def _batches(view):
-    for start in range(0, len(view), BATCH):
-        yield start, np.asarray(view[start:start + BATCH], dtype=np.float64)
+    step = max(1, BATCH_BYTES // (8 * int(np.prod(view.shape[1:]))))
+    for start in range(0, len(view), step):
+        yield start, np.asarray(view[start:start + step], dtype=np.float64)
 
 
 def _means(view, codes, k) -> np.ndarray:
@@ -223,7 +237,8 @@ def _memberships(view, reporter, means, codes, k):
     dist = np.empty((n, k), np.float32)
     proba = np.empty((n, k), np.float32) if hasattr(reporter, "predict_proba") else None
     for start, X in _batches(view):
-        d2 = (X ** 2).sum(1)[:, None] - 2 * X @ means.T + (means ** 2).sum(1)[None, :]
+        d2 = np.einsum("ij,ij->i", X, X)[:, None] - 2 * X @ means.T + \
+            np.einsum("ij,ij->i", means, means)[None, :]
         dist[start:start + len(X)] = np.sqrt(np.maximum(d2, 0))
         if proba is not None:
             try:
@@ -351,11 +366,12 @@ def _page_html(dash: ClusterDashboard, p: ClusterPage, page) -> str:
     labels = "".join(f"<p style='margin:8px 0 2px'><b>{html.escape(col)}</b></p>"
                      + _bars_html(t) for col, t in p.labels.items())
     neigh = "".join(
-        f'<li><a data-dash="{uid}" data-page="{uid}-c{c}" href="#{uid}-c{c}">cluster {c}</a>'
+        f'<li><a data-dash="{uid}" data-page="{_page_id(uid, c)}" href="#{_page_id(uid, c)}">'
+        f"cluster {html.escape(str(c))}</a>"
         f" · distance between means {d:.3g}</li>" for c, d in p.neighbours)
     return (
-        f'<section class="dash-page" id="{uid}-c{p.cluster}" hidden>'
-        f"<h3>Cluster {p.cluster} <small>{p.size:,} rows · {p.share:.1%} of the layer</small>"
+        f'<section class="dash-page" id="{_page_id(uid, p.cluster)}" hidden>'
+        f"<h3>Cluster {html.escape(str(p.cluster))} <small>{p.size:,} rows · {p.share:.1%} of the layer</small>"
         f"</h3><div class=\"grid2\"><div><h4>Closest to the centre (highest membership)</h4>{top}"
         + (f"<h4>Across the cluster, centre to edge</h4>{bands}" if bands else "")
         + f"<h4>How separate it is</h4>{page.figure(p.histogram, 300)}"

@@ -211,7 +211,8 @@ def layer_sweep(results, label: str | None = None, *, reporters=None,
         (" · black: linear probe on held-out rows" if PROBE in all_methods else "")
     base_layout(fig, title or f"Where structure appears, layer by layer: {label}", sub,
                 height=460)
-    low = min(0.0, float(np.nanmin([min(t.y) for t in fig.data if t.y is not None])))
+    values = [np.asarray(t.y, dtype=float) for t in fig.data if t.y is not None]
+    low = min(0.0, float(np.nanmin(np.concatenate(values)))) if values else 0.0
     fig.update_yaxes(title_text="score", range=[low - 0.05, 1.05], zeroline=True)
     fig.update_xaxes(title_text="layer", type="category", tickangle=-30)
     fig.update_layout(legend={"orientation": "v", "x": 1.01, "y": 1}, hovermode="x unified")

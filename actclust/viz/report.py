@@ -102,8 +102,8 @@ def write_report(store, results=None, out="report.html", *, label: str | None = 
                  "scores compare clusters with the label; probe accuracy is on held-out "
                  "rows, selectivity is accuracy minus a control task's.")
     sweep_labels = [label] + [lab for lab in dict.fromkeys(results["label"]) if lab != label]
-    sweeps = "".join(page.figure(layer_sweep(results, lab, layers=_layer_order(
-        results, lab, store.layers))) for lab in sweep_labels[:MAX_SWEEP_LABELS])
+    sweeps = "".join(_sweep_figure(page, results, lab, store.layers)
+                     for lab in sweep_labels[:MAX_SWEEP_LABELS])
     page.section("sweep", "Layer sweep", sweeps,
                  "Where unsupervised structure appears: reporter scores (band: ± one sd over "
                  "seeds) against what a linear probe reads out on the same label.")
@@ -132,8 +132,13 @@ def write_report(store, results=None, out="report.html", *, label: str | None = 
             from .dashboard import cluster_dashboard
 
             others = [c for c in store.label_columns if c != label]
-            dash = cluster_dashboard(store, layer, est, labels=[label] + others, method=name,
-                                     uid=f"dash-{role}")
+            try:
+                dash = cluster_dashboard(store, layer, est, labels=[label] + others,
+                                         method=name, uid=f"dash-{role}")
+            except ActclustError as err:  # e.g. a collapsed fit with one cluster
+                page.section(f"clusters-{role}", f"Clusters of the {role} layer",
+                             f"<p>No dashboard: {html.escape(str(err))}</p>")
+                continue
             page.section(f"clusters-{role}", f"Clusters of the {role} layer",
                          dash.fragment(page),
                          f"{html.escape(name)} on {html.escape(layer)}: one page per cluster "
@@ -168,6 +173,16 @@ def _layer_order(results, label, layers):
     return [layer for layer in layers if layer in present]
 
 
+def _sweep_figure(page, results, label, layers) -> str:
+    """The sweep curves of one label; a label whose rows have nothing to draw is skipped
+    (the main label's problems surface earlier, with their error)."""
+    try:
+        return page.figure(layer_sweep(results, label,
+                                       layers=_layer_order(results, label, layers)))
+    except ActclustError:
+        return ""
+
+
 def _best_and_worst(results, label, method, layers):
     from ..compare import summarize
 
@@ -176,7 +191,9 @@ def _best_and_worst(results, label, method, layers):
         rows = part[part["metric"] == metric]
         if len(rows):
             means = summarize(rows).set_index("layer")["mean"]
-            means = means.reindex([layer for layer in layers if layer in means.index])
+            means = means.reindex([layer for layer in layers if layer in means.index]).dropna()
+            if means.empty:
+                continue
             best, worst = means.idxmax(), means.idxmin()
             return best, (worst if worst != best else None), metric
     raise ActclustError(f"results for {method!r} on label {label!r} have no nmi, accuracy or "
@@ -195,7 +212,8 @@ def _refit(store, layer, method, label, n_clusters, seed):
     from ..reporters import KMeans, registry
 
     cls = registry().get(method)
-    if cls is None or not issubclass(cls, ClusterMixin):
+    if cls is None or not issubclass(cls, ClusterMixin) or \
+            "n_clusters" not in cls().get_params():  # CCS: needs contrast pairs
         cls, name = KMeans, "kmeans"
     else:
         name = method

@@ -353,3 +353,16 @@ def test_results_parquet_path(results, tmp_path):
     with pytest.raises(ActclustError, match="DataFrame or a parquet path"):
         layer_sweep(42)
     assert isinstance(pd.read_parquet(path), pd.DataFrame)
+
+
+def test_dashboard_escapes_cluster_names_taken_from_text(pooled):
+    names = np.where(pooled.labels("topic") == pooled.labels("topic")[0], '<b>"a" b</b>', "c d")
+    dash = cluster_dashboard(pooled, TOP, clusters=names)
+    page = dash.to_html()
+    assert '<b>"a" b</b>' not in page and "&lt;b&gt;" in page
+    assert len(dash.pages) == 2
+    # every link to a page names an id that exists
+    import re
+    ids = set(re.findall(r'id="(dash-c[^"]+)"', page))
+    links = set(re.findall(r'data-page="([^"]+)"', page))
+    assert len(ids) == 2 and links <= ids
