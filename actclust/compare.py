@@ -19,7 +19,7 @@ from sklearn.base import ClusterMixin, clone
 from .errors import ActclustError
 from .metrics import cluster_scores
 from .reporters import get_reporter
-from .store import ActivationStore
+from .store import open_store
 
 RESULT_COLUMNS = ["layer", "method", "label", "metric", "seed", "value"]
 
@@ -63,7 +63,7 @@ def compare(store, labels: Union[str, Sequence[str]], layers=None,
 
     from .models import select_names
 
-    store = store if isinstance(store, ActivationStore) else ActivationStore(store)
+    store = open_store(store)
     labels = [labels] if isinstance(labels, str) else list(labels)
     seeds = list(range(seeds)) if isinstance(seeds, int) else list(seeds)
     if not seeds:
@@ -142,7 +142,7 @@ def reporter_cell(store, layer: str, reporter, seed: int, labels: Sequence[str],
         >>> sorted({r["metric"] for r in rows})[:3]
         ['accuracy', 'ari', 'fit_seconds']
     """
-    store = store if isinstance(store, ActivationStore) else ActivationStore(store)
+    store = open_store(store)
     name, base = reporter_for(reporter)
     targets = {label: store.labels(label) for label in labels}
     return _score_reporter(store.layer(layer), layer, method or name, base, seed, targets,
@@ -163,7 +163,7 @@ def probe_cell(store, layer: str, label: str, seed: int, probe=None,
         >>> [r["metric"] for r in rows]
         ['probe_accuracy', 'control_accuracy', 'selectivity', 'majority_baseline']
     """
-    store = store if isinstance(store, ActivationStore) else ActivationStore(store)
+    store = open_store(store)
     groups, types = _probe_groups(store, group_column)
     X = store.layer(layer).to_numpy()
     return _score_probe(X, layer, label, store.labels(label), groups, types, [seed], probe)

@@ -57,14 +57,17 @@ def is_layer_view(X) -> bool:
     return hasattr(X, "iter_batches") and hasattr(X, "storage_dtype")
 
 
-def check_finite_rows(X: np.ndarray, name: str = "X") -> None:
-    """Reject NaN/inf with a message that counts the bad rows and names the first."""
+def check_finite_rows(X: np.ndarray, name: str = "X", offset: int = 0) -> None:
+    """Reject NaN/inf with a message that counts the bad rows and names the first.
+
+    ``X`` may be a chunk of a larger input starting at row ``offset``: the row named is
+    then the input's, and the count the chunk's."""
     finite = np.isfinite(X).all(axis=1) if X.ndim == 2 else np.isfinite(X)
     if not finite.all():
         bad = np.nonzero(~finite)[0]
         raise ActclustError(
-            f"{name} has {len(bad)} row(s) containing NaN or inf (first: row {bad[0]}); "
-            "drop or fill those rows before fitting")
+            f"{name} has {len(bad)} row(s) containing NaN or inf (first: row "
+            f"{offset + bad[0]}); drop or fill those rows before fitting")
 
 
 def check_data(estimator, X, reset: bool = True) -> np.ndarray:
@@ -92,13 +95,19 @@ def warn_constant_columns(X: np.ndarray, estimator) -> np.ndarray:
     An input whose every column is constant has nothing to find and is an error.
     """
     varying = np.ptp(X, axis=0) > 0 if len(X) else np.ones(X.shape[1], bool)
-    if len(X) > 1 and not varying.any():
+    return check_varying(varying, len(X), estimator, stacklevel=4)
+
+
+def check_varying(varying: np.ndarray, n_rows: int, estimator, stacklevel: int = 3):
+    """Refuse all-constant input and warn about constant columns, given the mask of
+    columns that vary (computed in memory or over a streamed pass); returns the mask."""
+    if n_rows > 1 and not varying.any():
         raise ActclustError(f"{type(estimator).__name__}: every column of X is constant "
                             "(zero variance): there is no structure to find")
-    if len(X) > 1 and not varying.all():
-        warnings.warn(f"{type(estimator).__name__}: {int((~varying).sum())} of {X.shape[1]} "
-                      "columns are constant (zero variance) and carry no information",
-                      UserWarning, stacklevel=3)
+    if n_rows > 1 and not varying.all():
+        warnings.warn(f"{type(estimator).__name__}: {int((~varying).sum())} of "
+                      f"{len(varying)} columns are constant (zero variance) and carry no "
+                      "information", UserWarning, stacklevel=stacklevel)
     return varying
 
 

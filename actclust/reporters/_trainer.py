@@ -15,8 +15,8 @@ from typing import Callable
 import numpy as np
 
 from ..errors import ActclustError
-from ._base import (check_data, check_finite_rows, check_n_clusters, is_layer_view,
-                    iter_rows, seed_from)
+from ._base import (check_data, check_finite_rows, check_n_clusters, check_varying,
+                    is_layer_view, iter_rows, seed_from)
 
 
 class TrainingDiverged(ActclustError):
@@ -41,10 +41,7 @@ def _moments(chunks, n_features: int):
     n, total, squares = 0, np.zeros(n_features), np.zeros(n_features)
     low, high = np.full(n_features, np.inf), np.full(n_features, -np.inf)
     for chunk in chunks:
-        finite = np.isfinite(chunk).all(1)
-        if not finite.all():
-            raise ActclustError(f"X has NaN or inf in row {n + int(np.argmin(finite))}; drop "
-                                "or fill such rows before fitting")
+        check_finite_rows(chunk, offset=n)
         chunk = chunk.astype(np.float64)
         n += len(chunk)
         total += chunk.sum(0)
@@ -131,13 +128,7 @@ class TrainedReporterMixin:
         if not scale:
             self.mean_, self.scale_ = np.zeros_like(mean), np.float32(1.0)
         elif per_column:
-            if len(X) > 1 and not (col_sd > 0).any():
-                raise ActclustError(f"{type(self).__name__}: every column of X is constant "
-                                    "(zero variance): there is no structure to find")
-            if not (col_sd > 0).all():
-                warnings.warn(f"{type(self).__name__}: {int((col_sd == 0).sum())} of "
-                              f"{X.shape[1]} columns are constant (zero variance) and carry "
-                              "no information", UserWarning, stacklevel=3)
+            check_varying(col_sd > 0, len(X), self, stacklevel=4)
             self.mean_, self.scale_ = mean, np.where(col_sd > 0, col_sd, 1.0).astype(np.float32)
         else:  # one global scale keeps the columns' relative variances
             self.mean_, self.scale_ = mean, np.float32(overall or 1.0)
@@ -164,11 +155,12 @@ class TrainedReporterMixin:
                                     f"{self.n_features_in_} features as input")
         else:
             X = check_data(self, X, reset=False)
-        outputs = []
+        outputs, start = [], 0
         with torch.no_grad():
             for rows in iter_rows(X, ROW_CHUNK):
-                check_finite_rows(rows)  # a store layer was not checked as a whole
+                check_finite_rows(rows, offset=start)  # a store layer was not checked whole
                 outputs.append(fn(torch.from_numpy((rows - self.mean_) / self.scale_)).numpy())
+                start += len(rows)
         return np.concatenate(outputs)
 
 

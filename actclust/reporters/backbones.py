@@ -17,17 +17,19 @@ _AFTER = re.compile(r"^blocks\.(\d+)\.(hook_out|hook_resid_post)$")
 _BEFORE = re.compile(r"^blocks\.(\d+)\.(hook_in|hook_resid_pre)$")
 
 
-def mlp(d_in: int, hidden: tuple, d_out: int):
-    """Linear + BatchNorm + ReLU layers from ``d_in`` through ``hidden`` to ``d_out``.
+def mlp(d_in: int, widths: tuple):
+    """Linear + BatchNorm + ReLU layers from ``d_in`` through each of ``widths`` (none:
+    the identity).
 
     Example:
-        >>> mlp(8, (16,), 4)[0]
-        Linear(in_features=8, out_features=16, bias=True)
+        >>> net = mlp(8, (16, 4))
+        >>> len(net), net[3]
+        (6, Linear(in_features=16, out_features=4, bias=True))
     """
     from torch import nn
 
     layers, width = [], d_in
-    for h in (*hidden, d_out):
+    for h in widths:
         layers += [nn.Linear(width, h), nn.BatchNorm1d(h), nn.ReLU()]
         width = h
     return nn.Sequential(*layers)

@@ -108,7 +108,7 @@ class DeepCluster(TrainedReporterMixin, ClusterMixin, TransformerMixin, BaseEsti
             backbone = copy.deepcopy(self.backbone).float().to(device)
             feature_dim = self._features(backbone, data[:2]).shape[1]
         else:
-            backbone = mlp(X.shape[1], tuple(self.hidden), self.feature_dim).to(device)
+            backbone = mlp(X.shape[1], (*self.hidden, self.feature_dim)).to(device)
             feature_dim = self.feature_dim
         opt = torch.optim.SGD(backbone.parameters(), lr=self.lr, momentum=self.momentum,
                               weight_decay=self.weight_decay)

@@ -11,6 +11,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 
 from ._base import register
 from ._trainer import TrainedReporterMixin, batches, degenerate, map_rows, train
+from .backbones import mlp
 
 
 def iic_loss(z, z_pair, eps: float = 1e-8, entropy_weight: float = 1.0):
@@ -68,12 +69,9 @@ def neighbour_table(X: np.ndarray, k: int, exact_below: int = 20_000,
 def _network(d_in: int, hidden: tuple, heads: dict, n_subheads: int):
     from torch import nn
 
-    layers, width = [], d_in
-    for h in hidden:
-        layers += [nn.Linear(width, h), nn.BatchNorm1d(h), nn.ReLU()]
-        width = h
+    width = hidden[-1] if len(hidden) else d_in
     return nn.ModuleDict({
-        "backbone": nn.Sequential(*layers),
+        "backbone": mlp(d_in, hidden),
         **{name: nn.ModuleList([nn.Sequential(nn.Linear(width, k), nn.Softmax(dim=1))
                                 for _ in range(n_subheads)]) for name, k in heads.items()},
     })

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -68,15 +69,35 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def atomic_write(path, write) -> Path:
+    """Make ``path`` appear whole or not at all: ``write(tmp)`` fills a hidden temporary
+    file whose name no other writer uses (two processes may write the same file at once),
+    which is fsynced, renamed into place, and the rename made durable. Returns the path.
+
+    Example:
+        >>> import tempfile
+        >>> d = Path(tempfile.mkdtemp())
+        >>> atomic_write(d / "a.txt", lambda tmp: tmp.write_text("hi")).read_text()
+        'hi'
+        >>> [p.name for p in d.iterdir()]
+        ['a.txt']
+    """
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        write(tmp)
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    fsync_dir(path.parent)
+    return path
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write ``data`` so that ``path`` holds either the old or the new content, never half."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
+    atomic_write(path, lambda tmp: tmp.write_bytes(data))
 
 
 def write_manifest(root: Path, manifest: dict) -> None:

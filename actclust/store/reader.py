@@ -122,6 +122,23 @@ class ActivationStore:
         return verify_store(self.root)
 
 
+def open_store(store) -> ActivationStore:
+    """An :class:`ActivationStore` from a store or its path.
+
+    Example:
+        >>> open_store(3)
+        Traceback (most recent call last):
+        ...
+        actclust.errors.ActclustError: expected an ActivationStore or a store directory, got int
+    """
+    if isinstance(store, ActivationStore):
+        return store
+    if isinstance(store, (str, Path)):
+        return ActivationStore(store)
+    raise ActclustError(f"expected an ActivationStore or a store directory, got "
+                        f"{type(store).__name__}")
+
+
 class LayerView:
     """One layer of a store, read lazily from its memory-mapped shards.
 

@@ -118,12 +118,7 @@ def _hasher() -> ThreadPoolExecutor:
 
 
 def write_parquet_atomic(df: pd.DataFrame, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    df.to_parquet(tmp, index=False)
-    with open(tmp, "rb+") as fh:
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    fmt.fsync_dir(path.parent)
+    fmt.atomic_write(path, lambda tmp: df.to_parquet(tmp, index=False))
 
 
 def _is_temporary(path: Path) -> bool:

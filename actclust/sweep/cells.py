@@ -20,13 +20,13 @@ import os
 import sys
 import time
 import traceback
-import uuid
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from ..errors import ActclustError
+from ..store.format import atomic_write
 
 CELL_FORMAT = 2  # bump when a cell's rows change meaning: every recorded cell is redone
 TABLE_COLUMNS = ["model", "layer", "method", "label", "metric", "seed", "value"]
@@ -171,7 +171,7 @@ def run_cell(cell: dict, cells_dir: str, threads=None, store=None) -> dict:
         table = pd.DataFrame.from_records(records, columns=TABLE_COLUMNS[1:])
         table.insert(0, "model", cell["model"])
         table = table.astype({"seed": np.int64, "value": np.float64})
-        write_atomic(directory / f"{key}.parquet",
+        atomic_write(directory / f"{key}.parquet",
                      lambda tmp: table.to_parquet(tmp, index=False))
         (directory / f"{key}.error.json").unlink(missing_ok=True)
         return {"key": key, "ok": True, "seconds": time.perf_counter() - start,
@@ -198,34 +198,10 @@ def write_failure(directory: Path, cell: dict, message: str, trace: str = "") ->
               "method": cell.get("method", "linear_probe"), "label": cell.get("label"),
               "seed": cell["seed"], "error": message, "traceback": trace}
     data = json.dumps(record, indent=1).encode()
-    write_atomic(Path(directory) / f"{cell['key']}.error.json",
+    atomic_write(Path(directory) / f"{cell['key']}.error.json",
                  lambda tmp: tmp.write_bytes(data))
 
 
-def write_atomic(path: Path, write) -> None:
-    """Make ``path`` appear whole or not at all: ``write(tmp)`` fills a hidden temporary
-    file of a name no other writer uses (a Ray retry may write the same cell at the same
-    time), which is fsynced, renamed into place, and the rename made durable.
-
-    Example:
-        >>> import tempfile
-        >>> d = Path(tempfile.mkdtemp())
-        >>> write_atomic(d / "a.txt", lambda tmp: tmp.write_text("hi"))
-        >>> [p.name for p in d.iterdir()], (d / "a.txt").read_text()
-        (['a.txt'], 'hi')
-    """
-    from ..store.format import fsync_dir
-
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        write(tmp)
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    fsync_dir(path.parent)
 
 
 def _compute(cell: dict, store) -> list:

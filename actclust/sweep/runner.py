@@ -27,6 +27,7 @@ from typing import Iterator, Optional
 import pandas as pd
 
 from ..errors import ActclustError
+from ..store.format import atomic_write
 from . import cells as cellmod
 from .spec import SweepSpec, check_run, load_sweep
 
@@ -291,7 +292,7 @@ def _write_meta(out: Path, spec: SweepSpec) -> None:
             "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "data": data, "data_hash": cellmod.digest(data), "sweep_file": spec.source}
     text = json.dumps(meta, indent=1).encode()
-    cellmod.write_atomic(out / "sweep.json", lambda tmp: tmp.write_bytes(text))
+    atomic_write(out / "sweep.json", lambda tmp: tmp.write_bytes(text))
 
 
 def _slug(model: str, taken: set) -> str:
@@ -715,9 +716,9 @@ def _assemble(out, all_cells, cells_dir, stores, plans, ran, skipped,
         marker.read_text() == digest
     if not unchanged:
         failed = json.dumps(failures.to_dict("records"), indent=1, default=str).encode()
-        cellmod.write_atomic(results_path, lambda tmp: table.to_parquet(tmp, index=False))
-        cellmod.write_atomic(out / "failures.json", lambda tmp: tmp.write_bytes(failed))
-        cellmod.write_atomic(marker, lambda tmp: tmp.write_text(digest))
+        atomic_write(results_path, lambda tmp: table.to_parquet(tmp, index=False))
+        atomic_write(out / "failures.json", lambda tmp: tmp.write_bytes(failed))
+        atomic_write(marker, lambda tmp: tmp.write_text(digest))
     report = _report(out, stores, plans, table, refresh=not unchanged) if want_report \
         else None
     return SweepResult(table, failures, out, results_path, report, ran, skipped)

@@ -60,18 +60,6 @@ def base_layout(fig, title: str, subtitle: str | None = None, height: int | None
     return fig
 
 
-def open_store(store):
-    """An :class:`~actclust.ActivationStore` from a store or its path."""
-    from ..store import ActivationStore
-
-    if isinstance(store, ActivationStore):
-        return store
-    if isinstance(store, (str, Path)):
-        return ActivationStore(store)
-    raise ActclustError(f"expected an ActivationStore or a store directory, got "
-                        f"{type(store).__name__}")
-
-
 def cluster_labels(clusters, n_rows: int, what: str = "clusters") -> np.ndarray:
     """Cluster ids from a fitted reporter (``labels_``) or an array, checked for length."""
     if hasattr(clusters, "get_params") and not isinstance(clusters, np.ndarray):

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import html
 import json
-import os
-import tempfile
 from pathlib import Path
 
 CSS = """
@@ -171,30 +169,19 @@ class Page:
 
 
 def write_atomic(text: str, out) -> Path:
-    """Write ``text`` to ``out`` via a temporary file and a rename: an interrupted write
-    never leaves a complete-looking file behind.
+    """Write ``text`` to ``out`` (folders made as needed) via a temporary file and a
+    rename: an interrupted write never leaves a complete-looking file behind.
 
     Example:
         >>> import tempfile
         >>> write_atomic("<p>hi</p>", tempfile.mkdtemp() + "/a.html").read_text()
         '<p>hi</p>'
     """
+    from ..store.format import atomic_write
+
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    mask = os.umask(0)
-    os.umask(mask)
-    try:
-        os.chmod(tmp, 0o666 & ~mask)  # mkstemp makes it private; a report is for sharing
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return out
+    return atomic_write(out, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
 def json_attr(value) -> str:

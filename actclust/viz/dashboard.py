@@ -18,7 +18,8 @@ import numpy as np
 import pandas as pd
 
 from ..errors import ActclustError
-from ._common import _piece, base_layout, cluster_labels, colour, open_store
+from ..store import open_store
+from ._common import _piece, base_layout, cluster_labels, colour
 
 BATCH_BYTES = 2 ** 27  # float64 rows per pass step: ~128 MB whatever the width
 MAX_LABEL_VALUES = 12

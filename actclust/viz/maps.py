@@ -9,8 +9,9 @@ import numpy as np
 import pandas as pd
 
 from ..errors import ActclustError
+from ..store import open_store
 from ._common import (OTHER_COLOUR as OTHER, PALETTE, base_layout, category_names, cluster_labels,
-                      colour, open_store, row_hover)
+                      colour, row_hover)
 
 MAX_POINTS = 10_000
 METHODS = ("umap", "pca")

@@ -10,7 +10,8 @@ import numpy as np
 import pandas as pd
 
 from ..errors import ActclustError
-from ._common import check_results, open_store
+from ..store import open_store
+from ._common import check_results
 from .figures import METRIC_NAMES, PROBE, contingency_heatmap, layer_sweep, pick_label
 from .maps import MAX_POINTS
 
