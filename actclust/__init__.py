@@ -22,7 +22,7 @@ if TYPE_CHECKING:  # what static readers (type checkers, the API docs) should se
     from .compare import compare
     from .store import ActivationStore
 
-__version__ = "0.1.0"
+from ._util.version import __version__
 
 # public name -> the submodule that defines it
 _LAZY = {"capture": ".capture", "ActivationStore": ".store", "compare": ".compare"}

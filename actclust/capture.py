@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from ._util.devices import resolve_device
 from .data import as_dataset
 from .data.base import Dataset
 from .errors import ActclustError
@@ -127,22 +128,6 @@ def capture(model, dataset, layers, pool: str = "none", out=None, batch_size: in
     if not writer.complete:
         _run(target, ds, plan, writer, layer_names, pool, batch_size, dtype, progress, device)
     return ActivationStore(out)
-
-
-def resolve_device(device: str) -> str:
-    """The torch device for ``device``: ``"auto"`` is ``"cuda"`` when torch sees a GPU and
-    ``"cpu"`` otherwise; asking for CUDA without one is an error.
-
-    Example:
-        >>> resolve_device("cpu")
-        'cpu'
-    """
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ActclustError(f"device {device!r} asked for, but torch sees no CUDA device; "
-                            "use --device cpu")
-    return device
 
 
 def _check_compatible(target: Target, ds: Dataset, pool: str) -> None:

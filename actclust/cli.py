@@ -51,7 +51,7 @@ def _reporter_names():
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import __version__
+    from ._util.version import __version__
 
     parser = argparse.ArgumentParser(
         prog="actclust", description="Capture activations, find their clusters, compare "

@@ -16,12 +16,11 @@ import numpy as np
 import pandas as pd
 from sklearn.base import ClusterMixin, clone
 
+from ._util.schema import PROBE_METHOD, RESULT_COLUMNS  # noqa: F401  (compare.RESULT_COLUMNS stays public)
 from .errors import ActclustError
 from .metrics import cluster_scores
 from .reporters import get_reporter
 from .store import open_store
-
-RESULT_COLUMNS = ["layer", "method", "label", "metric", "seed", "value"]
 
 
 def compare(store, labels: Union[str, Sequence[str]], layers=None,
@@ -61,7 +60,7 @@ def compare(store, labels: Union[str, Sequence[str]], layers=None,
     """
     from ._progress import tqdm
 
-    from .models import select_names
+    from ._util.names import select_names
 
     store = open_store(store)
     labels = [labels] if isinstance(labels, str) else list(labels)
@@ -239,7 +238,7 @@ def _score_probe(X, layer, label, y, groups, types, seeds, probe) -> list:
     records = []
     for seed in seeds:
         scores = probe_scores(Xk, yk, groups=gk, types=tk, random_state=seed, probe=probe)
-        records += [{"layer": layer, "method": "linear_probe", "label": label,
+        records += [{"layer": layer, "method": PROBE_METHOD, "label": label,
                      "metric": metric, "seed": seed, "value": float(scores[metric])}
                     for metric in ("probe_accuracy", "control_accuracy", "selectivity",
                                    "majority_baseline")]

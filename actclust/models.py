@@ -11,7 +11,6 @@ adapter, so the names match the bridge without paying for it. Dotted module path
 
 from __future__ import annotations
 
-import re
 import hashlib
 import json
 import os
@@ -23,6 +22,7 @@ from typing import Optional
 import torch
 from torch import nn
 
+from ._util.names import glob_regex, select_names  # noqa: F401  (public here too)
 from .errors import ActclustError, closest
 
 BUNDLED = {
@@ -105,45 +105,6 @@ class Target:
         """All hook names; ``include_modules=False`` keeps only the TransformerLens names."""
         return [n for n, p in self.hook_points.items()
                 if include_modules or n != p.module_path]
-
-
-def glob_regex(pattern: str) -> "re.Pattern":
-    """Glob over dotted names: ``*`` stays within one name part, ``**`` crosses dots.
-
-    Example:
-        >>> bool(glob_regex("blocks.*.hook_out").fullmatch("blocks.3.hook_out"))
-        True
-        >>> bool(glob_regex("blocks.*.hook_out").fullmatch("blocks.3.attn.hook_out"))
-        False
-        >>> bool(glob_regex("blocks.**.hook_out").fullmatch("blocks.3.attn.hook_out"))
-        True
-    """
-    parts = re.split(r"(\*\*|\*|\?)", pattern)
-    table = {"**": ".*", "*": r"[^.]*", "?": r"[^.]"}
-    return re.compile("".join(table.get(p) or re.escape(p) for p in parts))
-
-
-def select_names(patterns, names: list, missing) -> list[str]:
-    """The ``names`` matching any of ``patterns`` (exact names or globs, a list or a
-    comma-separated string), in the order of ``names``, each once. ``missing(pattern)``
-    raises the error for a pattern that matches nothing (``""`` when none was given).
-
-    Example:
-        >>> select_names("b.*,a", ["a", "b.1", "b.2", "c"], print)
-        ['a', 'b.1', 'b.2']
-    """
-    if isinstance(patterns, str):
-        patterns = [p.strip() for p in patterns.split(",") if p.strip()]
-    if not patterns:
-        missing("")
-    chosen = set()
-    for pattern in patterns:
-        regex = glob_regex(pattern)
-        hits = [n for n in names if regex.fullmatch(n)]
-        if not hits:
-            missing(pattern)
-        chosen.update(hits)
-    return [n for n in names if n in chosen]
 
 
 def load_target(model, tokenizer=None, device: str = "cpu") -> Target:

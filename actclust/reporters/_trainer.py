@@ -113,7 +113,7 @@ class TrainedReporterMixin:
         """
         import torch
 
-        from ..capture import resolve_device
+        from .._util.devices import resolve_device
 
         streamed = is_layer_view(X) and len(X.shape) == 2 and \
             X.shape[0] * X.shape[1] * 4 > getattr(self, "memory_budget_gb", 2.0) * 2**30

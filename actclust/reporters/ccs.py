@@ -129,7 +129,7 @@ class CCS(ClusterMixin, BaseEstimator):
         """Find the direction from unlabelled pairs; ``y`` is ignored."""
         import torch
 
-        from ..capture import resolve_device
+        from .._util.devices import resolve_device
 
         X = check_data(self, X).astype(np.float32)
         if len(X) < 2:

@@ -7,11 +7,11 @@ Everything here is plain files that numpy, pandas and ``json`` read without actc
 from __future__ import annotations
 
 import json
-import os
-import uuid
 from pathlib import Path
 
 import numpy as np
+
+from .._util.files import atomic_write, atomic_write_bytes, fsync_dir  # noqa: F401
 
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
@@ -53,51 +53,6 @@ def decode(array: np.ndarray, storage_dtype: str) -> np.ndarray:
     if storage_dtype == "bfloat16":
         return (np.asarray(array).astype(np.uint32) << 16).view(np.float32)
     return array
-
-
-def fsync_dir(path: Path) -> None:
-    """Make a rename inside ``path`` durable (POSIX needs the directory fsynced too)."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def atomic_write(path, write) -> Path:
-    """Make ``path`` appear whole or not at all: ``write(tmp)`` fills a hidden temporary
-    file whose name no other writer uses (two processes may write the same file at once),
-    which is fsynced, renamed into place, and the rename made durable. Returns the path.
-
-    Example:
-        >>> import tempfile
-        >>> d = Path(tempfile.mkdtemp())
-        >>> atomic_write(d / "a.txt", lambda tmp: tmp.write_text("hi")).read_text()
-        'hi'
-        >>> [p.name for p in d.iterdir()]
-        ['a.txt']
-    """
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        write(tmp)
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    fsync_dir(path.parent)
-    return path
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` so that ``path`` holds either the old or the new content, never half."""
-    atomic_write(path, lambda tmp: tmp.write_bytes(data))
 
 
 def write_manifest(root: Path, manifest: dict) -> None:

@@ -174,7 +174,7 @@ class StoreWriter:
 
     def __init__(self, root, header: dict, plan: list, layers: list, docs: pd.DataFrame,
                  storage_dtype: str, resume: bool = False, overwrite: bool = False):
-        from .. import __version__
+        from .._util.version import __version__
 
         self.root = Path(root)
         self.layers = list(layers)

@@ -26,7 +26,8 @@ import numpy as np
 import pandas as pd
 
 from ..errors import ActclustError
-from ..store.format import atomic_write
+from .._util.files import atomic_write
+from .._util.schema import PROBE_METHOD
 
 CELL_FORMAT = 2  # bump when a cell's rows change meaning: every recorded cell is redone
 TABLE_COLUMNS = ["model", "layer", "method", "label", "metric", "seed", "value"]
@@ -195,7 +196,7 @@ def write_failure(directory: Path, cell: dict, message: str, trace: str = "") ->
         ('ValueError: diverged', set())
     """
     record = {"key": cell["key"], "model": cell["model"], "layer": cell["layer"],
-              "method": cell.get("method", "linear_probe"), "label": cell.get("label"),
+              "method": cell.get("method", PROBE_METHOD), "label": cell.get("label"),
               "seed": cell["seed"], "error": message, "traceback": trace}
     data = json.dumps(record, indent=1).encode()
     atomic_write(Path(directory) / f"{cell['key']}.error.json",

@@ -27,7 +27,8 @@ from typing import Iterator, Optional
 import pandas as pd
 
 from ..errors import ActclustError
-from ..store.format import atomic_write
+from .._util.files import atomic_write
+from .._util.schema import PROBE_METHOD
 from . import cells as cellmod
 from .spec import SweepSpec, check_run, load_sweep
 
@@ -89,7 +90,7 @@ class SweepResult:
             lines.append(f"failed cells ({len(self.failures)}; rerun with --resume to retry "
                          "them):")
             for row in self.failures.itertuples():
-                what = row.method if row.method != "linear_probe" else f"probe[{row.label}]"
+                what = row.method if row.method != PROBE_METHOD else f"probe[{row.label}]"
                 lines.append(f"  {row.model} {row.layer} {what} seed {row.seed}: {row.error}")
         if self.report_path is not None:
             lines.append(f"report: {self.report_path}")
@@ -285,7 +286,7 @@ def _data_settings(spec: SweepSpec) -> dict:
 
 
 def _write_meta(out: Path, spec: SweepSpec) -> None:
-    from .. import __version__
+    from .._util.version import __version__
 
     data = _data_settings(spec)
     meta = {"name": spec.name, "actclust_version": __version__,
@@ -305,7 +306,7 @@ def _slug(model: str, taken: set) -> str:
 
 
 def _plan_store(spec: SweepSpec, model: str, out: Path) -> _StorePlan:
-    from ..capture import resolve_device
+    from .._util.devices import resolve_device
     from ..data import as_dataset
     from ..models import load_target
 
@@ -375,7 +376,7 @@ def _fits(path: Path, target, ds, settings: dict, layers: list):
 
 
 def _plan_given_store(spec: SweepSpec) -> _StorePlan:
-    from ..models import select_names
+    from .._util.names import select_names
     from ..store import ActivationStore
 
     store = ActivationStore(spec.store.resolve())
@@ -698,7 +699,7 @@ def _assemble(out, all_cells, cells_dir, stores, plans, ran, skipped,
             continue
         record = cellmod.read_failure(cells_dir, cell["key"]) or {"error": "not run"}
         failures.append({"model": cell["model"], "layer": cell["layer"],
-                         "method": cell.get("method", "linear_probe"),
+                         "method": cell.get("method", PROBE_METHOD),
                          "label": cell.get("label"), "seed": cell["seed"],
                          "error": record["error"]})
     if parts:
@@ -730,7 +731,7 @@ def _report(out: Path, stores, plans, table: pd.DataFrame, refresh: bool) -> Opt
     except ImportError as err:
         log.debug("no report: actclust.viz.write_report is not available (%s)", err)
         return None
-    from ..compare import RESULT_COLUMNS
+    from .._util.schema import RESULT_COLUMNS
 
     last = None
     if table.empty:

@@ -108,7 +108,7 @@ def _natural(names: list) -> list:
 
 def check_results(results) -> pd.DataFrame:
     """The tidy results table from a DataFrame or a parquet path, with its columns checked."""
-    from ..compare import RESULT_COLUMNS
+    from .._util.schema import RESULT_COLUMNS
 
     if isinstance(results, (str, Path)):
         path = Path(results)

@@ -177,7 +177,7 @@ def write_atomic(text: str, out) -> Path:
         >>> write_atomic("<p>hi</p>", tempfile.mkdtemp() + "/a.html").read_text()
         '<p>hi</p>'
     """
-    from ..store.format import atomic_write
+    from .._util.files import atomic_write
 
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -18,7 +18,7 @@ METRIC_NAMES = {"nmi": "NMI", "accuracy": "cluster accuracy", "ari": "ARI",
                 "probe_accuracy": "probe accuracy", "selectivity": "probe selectivity",
                 "control_accuracy": "control accuracy",
                 "majority_baseline": "majority baseline"}
-PROBE = "linear_probe"
+from .._util.schema import PROBE_METHOD as PROBE
 
 
 # ---------------------------------------------------------------- contingency

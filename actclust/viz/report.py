@@ -153,7 +153,7 @@ def write_report(store, results=None, out="report.html", *, label: str | None = 
 
 
 def _version() -> str:
-    from .. import __version__
+    from .._util.version import __version__
 
     return __version__
 

@@ -190,14 +190,14 @@ def test_key_leaves_out_settings_that_do_not_change_results():
 
 
 def test_cell_files_are_written_atomically_under_unique_names(tmp_path, monkeypatch):
-    import actclust.store.format
+    import actclust._util.files
     from actclust.sweep import cells
 
     renamed, synced = [], []
     real_replace = cells.os.replace
     monkeypatch.setattr(cells.os, "replace",
                         lambda a, b: renamed.append(str(a)) or real_replace(a, b))
-    monkeypatch.setattr(actclust.store.format, "fsync_dir", lambda d: synced.append(d))
+    monkeypatch.setattr(actclust._util.files, "fsync_dir", lambda d: synced.append(d))
     cell = {"key": "k", "model": "m", "layer": "h", "method": "gmm", "seed": 0}
     cells.write_failure(tmp_path, cell, "ValueError: one")
     cells.write_failure(tmp_path, cell, "ValueError: two")
