@@ -95,16 +95,15 @@ def capture(model, dataset, layers, pool: str = "none", out=None, batch_size: in
     if dtype not in STORAGE_DTYPES:
         raise ActclustError(f"unknown storage dtype {dtype!r}; choose one of "
                             f"{', '.join(STORAGE_DTYPES)}")
-    if out is None:
+    if out is None or not str(out).strip():
         raise ActclustError("no output directory: pass out=... (--out on the command line)")
-    if batch_size < 1 or shard_rows < 1:
-        raise ActclustError("batch_size and shard_rows must be at least 1")
+    for name, value in {"batch_size": batch_size, "shard_rows": shard_rows, "limit": limit,
+                        "max_length": max_length}.items():
+        _check_count(name, value, optional=name in ("limit", "max_length"))
     device = resolve_device(device)
     ds = as_dataset(dataset, text_column=text_column, labels=labels)  # cheap checks first
     target = load_target(model, tokenizer=tokenizer, device=device)
     if limit is not None:
-        if limit < 1:
-            raise ActclustError(f"limit must be at least 1, got {limit}")
         ds = ds.head(limit)
     if len(ds) == 0:
         raise ActclustError(f"dataset {ds.name!r} is empty: nothing to capture")
@@ -112,6 +111,9 @@ def capture(model, dataset, layers, pool: str = "none", out=None, batch_size: in
     layer_names = target.resolve_layers(layers)
     if max_length is None:
         max_length = target.max_length
+    elif target.max_length is not None and max_length > target.max_length:
+        raise ActclustError(f"max_length {max_length} is more than {target.name} reads "
+                            f"({target.max_length} tokens)")
     plan = _plan(target, ds, pool, max_length, exclude_special)
     shards = _shard_plan(plan.rows_per_doc, shard_rows)
     header = {
@@ -128,6 +130,17 @@ def capture(model, dataset, layers, pool: str = "none", out=None, batch_size: in
     if not writer.complete:
         _run(target, ds, plan, writer, layer_names, pool, batch_size, dtype, progress, device)
     return ActivationStore(out)
+
+
+def _check_count(name: str, value, optional: bool) -> None:
+    """A count setting is a whole number of at least 1: 0 or a negative number is refused,
+    never quietly replaced by a default."""
+    if value is None and optional:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise ActclustError(f"{name} must be a whole number, got {value!r}")
+    if value < 1:
+        raise ActclustError(f"{name} must be at least 1, got {value}")
 
 
 def _check_compatible(target: Target, ds: Dataset, pool: str) -> None:
@@ -167,6 +180,10 @@ def _plan(target: Target, ds: Dataset, pool: str, max_length, exclude_special) -
                 if max_length is not None and len(ids) > max_length]
     if too_long:
         cut = encode([texts[i] for i in too_long], True)
+        longest = max(len(ids) for ids in cut["input_ids"])
+        if longest > max_length:  # the special tokens alone are longer: nothing was cut
+            raise ActclustError(f"max_length {max_length} is too small: {target.name} cannot cut "
+                                f"a text below {longest} tokens (its special tokens count)")
         for j, i in enumerate(too_long):
             for f in fields:
                 enc[f][i] = cut[f][j]

@@ -1,7 +1,11 @@
 """The ``actclust`` command line.
 
-Every user-facing failure is an :class:`~actclust.errors.ActclustError`: the command prints
-its message and exits with status 2 instead of a traceback.
+One handler at the top turns every expected failure (bad input, unreadable or unwritable
+files, invalid settings, malformed stores) into one line on stderr, ``actclust: error:
+...``, and exit status 2. Exit status 1 means only that ``verify`` found problems in a
+store. Anything else is a bug in actclust: its traceback is shown with a request to report
+it (exit status 3). ``--debug`` (or ``ACTCLUST_DEBUG=1``) shows the traceback of every
+failure.
 """
 
 from __future__ import annotations
@@ -9,17 +13,57 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import traceback
 import warnings
 from pathlib import Path
 
 from .errors import ActclustError
 
-EXIT_USAGE = 2
-EXIT_BAD_STORE = 1
+EXIT_BAD_STORE = 1  # `verify` found problems
+EXIT_USAGE = 2  # an expected failure: bad input, files, permissions, settings
+EXIT_BUG = 3  # an unexpected exception: a bug to report
+EXIT_INTERRUPTED = 130
 
 
 def _one_line_warning(message, category, filename, lineno, file=None, line=None):
-    print(f"actclust: warning: {message}", file=file or sys.stderr)
+    print(f"actclust: warning: {_one_line(message)}", file=file or sys.stderr)
+
+
+def _one_line(message) -> str:
+    return " ".join(part.strip() for part in str(message).splitlines() if part.strip())
+
+
+def expected_failure(err: BaseException):
+    """The one-line message for a failure the user can cause and fix, or None for a bug.
+
+    Example:
+        >>> expected_failure(ActclustError("unknown layer 'x'"))
+        "unknown layer 'x'"
+        >>> expected_failure(PermissionError(13, "Permission denied", "/root/out.parquet"))
+        'Permission denied: /root/out.parquet'
+        >>> expected_failure(KeyError("bug")) is None
+        True
+    """
+    if isinstance(err, ActclustError):
+        return _one_line(err)
+    if isinstance(err, OSError):
+        where = f": {err.filename}" if err.filename else ""
+        return _one_line(f"{err.strerror or err}{where}")
+    if isinstance(err, MemoryError):
+        return "out of memory; use a smaller --limit, a lower batch size or fewer layers"
+    kind = type(err)
+    # scikit-learn's parameter validation and pyarrow's "not a parquet file" are errors in
+    # what the user passed, not in actclust.
+    if kind.__name__ == "InvalidParameterError" and kind.__module__.startswith("sklearn"):
+        return _one_line(err)
+    if kind.__module__.startswith("pyarrow") and isinstance(err, Exception):
+        return _one_line(f"cannot read a table: {err}")
+    return None
+
+
+def _debugging(args=None) -> bool:
+    return bool(getattr(args, "debug", False)) or os.environ.get("ACTCLUST_DEBUG", "") not in (
+        "", "0")
 
 
 def main(argv=None) -> int:
@@ -32,16 +76,61 @@ def main(argv=None) -> int:
         return EXIT_USAGE
     try:
         return args.func(args) or 0
-    except ActclustError as err:
-        print(f"actclust: error: {err}", file=sys.stderr)
-        return EXIT_USAGE
     except KeyboardInterrupt:
         print("actclust: interrupted; finished shards are kept: rerun with --resume",
               file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
     except BrokenPipeError:  # `actclust models minilm | head` closed the pipe: fine
         sys.stderr = open(os.devnull, "w")
         return 0
+    except Exception as err:
+        if _debugging(args):
+            raise
+        message = expected_failure(err)
+        if message is not None:
+            print(f"actclust: error: {message}", file=sys.stderr)
+            return EXIT_USAGE
+        traceback.print_exc()
+        print(f"actclust: internal error ({type(err).__name__}); this is a bug in actclust, "
+              "please report it with the traceback above", file=sys.stderr)
+        return EXIT_BUG
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with pip-style one-line errors (no usage block) and exit status 2."""
+
+    def error(self, message):
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {_one_line(message)} "
+                              f"(see {self.prog} --help)\n")
+
+
+def int_at_least(minimum: int):
+    """An argparse type: a whole number no smaller than ``minimum``; 0 or a negative number
+    is an error, never a silent default.
+
+    Example:
+        >>> int_at_least(1)("3")
+        3
+        >>> int_at_least(1)("0")
+        Traceback (most recent call last):
+        ...
+        argparse.ArgumentTypeError: must be at least 1, got 0
+    """
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        return value
+    parse.__name__ = f"integer >= {minimum}"
+    return parse
+
+
+POSITIVE = int_at_least(1)
+SEED = int_at_least(0)
+N_CLUSTERS = int_at_least(2)
 
 
 def _reporter_names():
@@ -53,10 +142,12 @@ def _reporter_names():
 def build_parser() -> argparse.ArgumentParser:
     from ._util.version import __version__
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="actclust", description="Capture activations, find their clusters, compare "
         "them with linear probes.")
     parser.add_argument("--version", action="version", version=f"actclust {__version__}")
+    parser.add_argument("--debug", action="store_true",
+                        help="show the traceback of any failure (also ACTCLUST_DEBUG=1)")
     sub = parser.add_subparsers(metavar="COMMAND")
 
     p = sub.add_parser("models", help="list bundled models, or the hook names of one")
@@ -78,14 +169,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pool", default="none", choices=["none", "mean", "last", "cls"],
                    help="none: one row per token; else one row per document")
     p.add_argument("--out", required=True, help="store directory to create")
-    p.add_argument("--limit", type=int, help="only the first N documents")
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--limit", type=POSITIVE, help="only the first N documents")
+    p.add_argument("--batch-size", type=POSITIVE, default=32)
     p.add_argument("--device", default="auto")
     p.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
-    p.add_argument("--max-length", type=int, help="truncate texts to this many tokens")
+    p.add_argument("--max-length", type=POSITIVE, help="truncate texts to this many tokens")
     p.add_argument("--exclude-special", action="store_true",
                    help="leave special tokens ([CLS], [SEP]) out of rows and pools")
-    p.add_argument("--shard-rows", type=int, default=None, help="rows per shard file")
+    p.add_argument("--shard-rows", type=POSITIVE, default=None, help="rows per shard file")
     group = p.add_mutually_exclusive_group()
     group.add_argument("--resume", action="store_true", help="finish an interrupted capture")
     group.add_argument("--overwrite", action="store_true", help="replace an existing store")
@@ -105,8 +196,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--layer", required=True)
     p.add_argument("--reporter", default="kmeans", help="a clustering reporter: "
                    + ", ".join(n for n in sorted(_reporter_names()) if n != "pca"))
-    p.add_argument("--n-clusters", type=int, help="default: classes of the first label")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--n-clusters", type=N_CLUSTERS, help="default: classes of the first label")
+    p.add_argument("--seed", type=SEED, default=0)
     p.add_argument("--labels", help="label columns to score against (default: all)")
     p.add_argument("--out", help="write row -> cluster as parquet")
     p.set_defaults(func=cmd_fit)
@@ -117,8 +208,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--layers", help="layer names or globs (default: all)")
     p.add_argument("--reporters", default="kmeans",
                    help="comma-separated reporter names ('' for probes only)")
-    p.add_argument("--seeds", type=int, default=3, help="seeds per reporter (default 3)")
-    p.add_argument("--n-clusters", type=int, help="default: the number of classes")
+    p.add_argument("--seeds", type=POSITIVE, default=3, help="seeds per reporter (default 3)")
+    p.add_argument("--n-clusters", type=N_CLUSTERS, help="default: the number of classes")
     p.add_argument("--no-probes", action="store_true", help="skip the linear probes")
     p.add_argument("--group-column", help="rows sharing it never straddle a probe split")
     p.add_argument("--out", required=True, help="results table (.parquet)")
@@ -127,7 +218,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="the whole pipeline on the bundled MiniLM and topics")
     p.add_argument("--out", default="actclust-demo", help="output directory")
-    p.add_argument("--limit", type=int, default=None, help="documents to use (default all)")
+    p.add_argument("--limit", type=POSITIVE, default=None, help="documents to use (default all)")
     p.add_argument("--overwrite", action="store_true",
                    help="capture again even if OUT holds a store with other settings")
     p.set_defaults(func=cmd_demo)
@@ -137,6 +228,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_report_command(sub)
     add_sweep_command(sub)
+    for command in sub.choices.values():  # `actclust fit ... --debug` works too
+        command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                             help=argparse.SUPPRESS)
     return parser
 
 
@@ -177,6 +271,7 @@ def cmd_datasets(args) -> int:
 def cmd_capture(args) -> int:
     from .capture import DEFAULT_SHARD_ROWS, capture
 
+    check_store_destination(args.out)
     store = capture(args.model, args.dataset, args.layers, pool=args.pool, out=args.out,
                     batch_size=args.batch_size, device=args.device, dtype=args.dtype,
                     max_length=args.max_length, exclude_special=args.exclude_special,
@@ -185,6 +280,19 @@ def cmd_capture(args) -> int:
                     text_column=args.text_column)
     print(f"wrote {len(store)} rows x {len(store.layers)} layers to {store.root}")
     return 0
+
+
+def check_store_destination(out, option: str = "--out") -> None:
+    """Refuse a directory to write a store into that is empty text or lies inside another
+    store (the store at ``out`` itself is the writer's to judge: resume or overwrite)."""
+    from .store.outputs import enclosing_store
+
+    if out is None or not str(out).strip():
+        raise ActclustError(f"{option} is empty: name the directory to write")
+    outer = enclosing_store(Path(os.path.abspath(out)).parent)
+    if outer is not None:
+        raise ActclustError(f"{option} {out} is inside the store {outer}; a store's files "
+                            "are its own: write elsewhere")
 
 
 def describe(store) -> str:
@@ -252,6 +360,10 @@ def cmd_fit(args) -> int:
     from .metrics import cluster_scores
     from .store import ActivationStore
 
+    from .store.outputs import check_output_file
+
+    if args.out is not None:
+        check_output_file(args.out)
     store = ActivationStore(args.store)
     view = store.layer(args.layer)
     labels = _split(args.labels) or store.label_columns
@@ -287,7 +399,9 @@ def cmd_fit(args) -> int:
 
 def cmd_compare(args) -> int:
     from .compare import compare, summarize, write_results
+    from .store.outputs import check_output_file
 
+    check_output_file(args.out)
     table = compare(args.store, _split(args.labels), layers=args.layers,
                     reporters=_split(args.reporters) or [], seeds=args.seeds,
                     n_clusters=args.n_clusters, probes=not args.no_probes,
@@ -306,6 +420,7 @@ def cmd_compare(args) -> int:
 def cmd_demo(args) -> int:
     from .demo import run_demo
 
+    check_store_destination(args.out, option="--out")
     run_demo(Path(args.out), limit=args.limit, overwrite=args.overwrite)
     return 0
 
