@@ -24,6 +24,7 @@ def run_demo(out: Path, limit: Optional[int] = None, overwrite: bool = False) ->
         >>> import tempfile
         >>> table = run_demo(Path(tempfile.mkdtemp()), limit=64)  # doctest: +SKIP
     """
+    from ._util.schema import PROBE_METHOD
     from .capture import capture
     from .compare import compare, summarize, write_results
     from .errors import ActclustError
@@ -61,8 +62,8 @@ def run_demo(out: Path, limit: Optional[int] = None, overwrite: bool = False) ->
     for layer in store.layers:
         print(f"  {layer:<20}{cell(layer, 'kmeans', 'topic', 'nmi'):>20}"
               f"{cell(layer, 'kmeans', 'template', 'nmi'):>23}"
-              f"{cell(layer, 'linear_probe', 'topic', 'probe_accuracy'):>18}"
-              f"{cell(layer, 'linear_probe', 'topic', 'selectivity'):>16}")
+              f"{cell(layer, PROBE_METHOD, 'topic', 'probe_accuracy'):>18}"
+              f"{cell(layer, PROBE_METHOD, 'topic', 'selectivity'):>16}")
     print("(template: which sentence template a text came from; topic: its subject. A probe "
           "tests on templates it never saw.)")
     from .viz import write_report

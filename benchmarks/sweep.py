@@ -39,7 +39,7 @@ import pandas as pd  # noqa: E402
 import actclust  # noqa: E402
 from actclust.sweep import run_sweep  # noqa: E402
 from actclust.sweep.cells import TIMING_METRICS  # noqa: E402
-from actclust.sweep.runner import cores, worker_threads  # noqa: E402
+from actclust.sweep.backends import cores, worker_threads  # noqa: E402
 
 LAYERS = "blocks.*.hook_out"
 REPORTERS = ["kmeans", {"name": "gmm", "params": {"covariance_type": "diag"}},

@@ -14,8 +14,9 @@ Example:
 """
 
 from .command import add_command, cmd_sweep
+from .grids import ReporterSpec
 from .runner import SweepResult, run_sweep
-from .spec import EXAMPLE, ReporterSpec, SweepSpec, load_sweep
+from .spec import EXAMPLE, SweepSpec, load_sweep
 
 __all__ = ["run_sweep", "load_sweep", "SweepSpec", "SweepResult", "ReporterSpec",
            "EXAMPLE", "add_command", "cmd_sweep"]

@@ -1,4 +1,5 @@
-"""Cells: the unit of work of a sweep, its key, how it runs, and how it is recorded.
+"""Cells: the unit of work of a sweep, which cells a sweep has, their keys, how a cell
+runs, and how it is recorded.
 
 A cell is one reporter fit (model, layer, reporter + parameters, seed) scored against the
 labels, or one probe (model, layer, label, seed). Its key hashes everything its rows
@@ -21,16 +22,22 @@ import sys
 import time
 import traceback
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
 from ..errors import ActclustError
 from .._util.files import atomic_write
-from .._util.schema import PROBE_METHOD
+from .._util.schema import PROBE_METHOD, RESULT_COLUMNS
+
+if TYPE_CHECKING:  # annotations only: workers import this module, and nothing heavy
+    from .spec import SweepSpec
+    from .stores import StorePlan
 
 CELL_FORMAT = 2  # bump when a cell's rows change meaning: every recorded cell is redone
-TABLE_COLUMNS = ["model", "layer", "method", "label", "metric", "seed", "value"]
+# The results table of compare, with the model each row comes from in front.
+TABLE_COLUMNS = ["model", *RESULT_COLUMNS]
 # Metrics that measure time: they differ from run to run, every other value is reproducible.
 TIMING_METRICS = ("fit_seconds",)
 # Cell fields that locate the work but do not decide its rows: not part of the key.
@@ -103,6 +110,69 @@ def describe(cell: dict) -> str:
     return f"{cell['model']} {cell['layer']} {what} seed {cell['seed']}"
 
 
+def _jsonable(value):
+    """``value`` as JSON can hold it; what JSON cannot, by its repr."""
+    if isinstance(value, (tuple, list)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    return repr(value)
+
+
+def plan_cells(spec: SweepSpec, plan: StorePlan, store, labels: list) -> list:
+    """The cells of one store: each layer x reporter grid point x seed, then each layer x
+    label x seed probe, every cell with its key."""
+    from ..probes import LinearProbe
+    from ..reporters import get_reporter
+
+    manifest = store.manifest
+    common = {"model": plan.model, "dataset": manifest["dataset"].get("name"),
+              "pool": manifest["capture"].get("pool"), "store": str(store.root.resolve()),
+              "store_version": digest(manifest)}
+    out = []
+    for layer in plan.layers:
+        fingerprint = layer_fingerprint(manifest, layer)
+        for rep in spec.reporters:
+            full = _jsonable(rep.estimator().get_params(deep=False))
+            full.pop("random_state", None)
+            extra = {}
+            cls = get_reporter(rep.name)
+            if not cls.__module__.startswith("actclust.") and cls.__module__ != "__main__":
+                extra["reporter_class"] = f"{cls.__module__}:{cls.__qualname__}"
+            for seed in spec.seeds:
+                out.append({"kind": "reporter", **common, "layer": layer,
+                            "layer_fingerprint": fingerprint, "reporter": rep.name,
+                            "method": rep.method, "params": _jsonable(rep.params),
+                            "full_params": full, "seed": seed, "labels": list(labels),
+                            **extra})
+        if spec.probes is None:
+            continue
+        params = spec.probes["params"]
+        full = _jsonable(LinearProbe(**params).get_params(deep=False))
+        full.pop("random_state", None)
+        for label in labels:
+            for seed in spec.seeds:
+                out.append({"kind": "probe", **common, "layer": layer,
+                            "layer_fingerprint": fingerprint, "label": label,
+                            "probe_params": _jsonable(params), "full_params": full,
+                            "group_column": spec.probes["group_column"], "seed": seed})
+    for cell in out:
+        cell["key"] = cell_key(cell)
+    return out
+
+
+def unique(cells: list) -> list:
+    """Each cell once, in first-seen order (two equal cells would give duplicate rows)."""
+    seen, out = set(), []
+    for cell in cells:
+        if cell["key"] not in seen:
+            seen.add(cell["key"])
+            out.append(cell)
+    return out
+
+
 @functools.lru_cache(maxsize=8)
 def _open_store(path: str, version: str):
     """One open store per process and store version: rows and labels are read once."""
@@ -169,7 +239,7 @@ def run_cell(cell: dict, cells_dir: str, threads=None, store=None) -> dict:
         if store is None:
             store = _open_store(cell["store"], cell["store_version"])
         records = _compute(cell, store)
-        table = pd.DataFrame.from_records(records, columns=TABLE_COLUMNS[1:])
+        table = pd.DataFrame.from_records(records, columns=RESULT_COLUMNS)
         table.insert(0, "model", cell["model"])
         table = table.astype({"seed": np.int64, "value": np.float64})
         atomic_write(directory / f"{key}.parquet",
@@ -201,8 +271,6 @@ def write_failure(directory: Path, cell: dict, message: str, trace: str = "") ->
     data = json.dumps(record, indent=1).encode()
     atomic_write(Path(directory) / f"{cell['key']}.error.json",
                  lambda tmp: tmp.write_bytes(data))
-
-
 
 
 def _compute(cell: dict, store) -> list:

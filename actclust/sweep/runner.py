@@ -1,6 +1,9 @@
 """Running a sweep: check everything, capture once, run the cells that are not done,
 assemble the results table, write the report.
 
+The stores are planned and captured by :mod:`~actclust.sweep.stores`, the cells are listed
+and run by :mod:`~actclust.sweep.cells`, on a backend of :mod:`~actclust.sweep.backends`.
+
 Output folder::
 
     sweep.json         the sweep's name, file and data settings (a folder holds one sweep)
@@ -15,27 +18,26 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import re
 import shutil
-from collections import deque
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Optional
 
 import pandas as pd
 
 from ..errors import ActclustError
 from .._util.files import atomic_write
-from .._util.schema import PROBE_METHOD
+from .._util.schema import PROBE_METHOD, RESULT_COLUMNS
+from .._util.version import __version__
 from . import cells as cellmod
+from .backends import CellPool, import_ray, in_process, ray_cells
 from .spec import SweepSpec, check_run, load_sweep
+from .stores import check_labels, ensure_store, known_labels, plan_given_store, plan_store
 
 log = logging.getLogger("actclust.sweep")
 
 FAILURE_COLUMNS = ["model", "layer", "method", "label", "seed", "error"]
-RAY_HINT = "the Ray backend needs Ray: pip install 'actclust[ray]'"
 
 
 @dataclass
@@ -97,20 +99,6 @@ class SweepResult:
         return "\n".join(lines)
 
 
-@dataclass
-class _StorePlan:
-    model: str  # the model as the table names it
-    path: Path
-    owned: bool  # inside the sweep's folder: may be recaptured
-    layers: list
-    target: object = None  # a loaded target when a capture may be needed
-    dataset: object = None
-    capture: Optional[dict] = None
-    fits: bool = True
-    store: object = None  # the open store, once it exists
-    capture_layers: Optional[list] = None  # an interrupted capture's layers, to resume it
-
-
 def run_sweep(sweep, *, backend: Optional[str] = None, jobs: Optional[int] = None,
               resume: bool = False, overwrite: bool = False, address: Optional[str] = None,
               report: Optional[bool] = None, progress: bool = True) -> SweepResult:
@@ -154,22 +142,22 @@ def run_sweep(sweep, *, backend: Optional[str] = None, jobs: Optional[int] = Non
     if resume and overwrite:
         raise ActclustError("choose one of --resume and --overwrite, not both")
     if backend == "ray":
-        _import_ray()
+        import_ray()
     out = spec.out.resolve()
     _check_out(out, spec, resume, overwrite)
-    pool = _Pool(jobs) if backend == "local" and jobs > 1 else None
+    pool = CellPool(jobs) if backend == "local" and jobs > 1 else None
     if pool is not None:
         pool.warm()  # workers import while this process plans and captures
-    plans = [_plan_store(spec, model, out) for model in spec.models] if spec.models \
-        else [_plan_given_store(spec)]
+    plans = [plan_store(spec, model, out) for model in spec.models] if spec.models \
+        else [plan_given_store(spec)]
     for plan in plans:
         if plan.fits and plan.store is None:
             from ..store import ActivationStore
 
             plan.store = ActivationStore(plan.path)
         if plan.store is not None and spec.labels:  # the store exists: its columns are known
-            _check_labels(plan.store, spec.labels)
-    known = spec.labels or _known_labels(plans[0])
+            check_labels(plan.store, spec.labels)
+    known = spec.labels or known_labels(plans[0])
     if known is not None:
         _check_scorable(spec, known)
     # Every check passed: from here on, work.
@@ -177,13 +165,13 @@ def run_sweep(sweep, *, backend: Optional[str] = None, jobs: Optional[int] = Non
         _clear(out)
     out.mkdir(parents=True, exist_ok=True)
     _write_meta(out, spec)
-    stores = [_ensure_store(plan, progress) for plan in plans]
+    stores = [ensure_store(plan, progress) for plan in plans]
     labels = spec.labels or stores[0].label_columns
     for store in stores:
-        _check_labels(store, labels)
+        check_labels(store, labels)
     _check_scorable(spec, labels)
-    all_cells = _unique([c for plan, store in zip(plans, stores)
-                         for c in _cells(spec, plan, store, labels)])
+    all_cells = cellmod.unique([c for plan, store in zip(plans, stores)
+                                for c in cellmod.plan_cells(spec, plan, store, labels)])
     cells_dir = out / "cells"
     cells_dir.mkdir(exist_ok=True)
     cellmod.remove_debris(cells_dir)
@@ -194,15 +182,6 @@ def run_sweep(sweep, *, backend: Optional[str] = None, jobs: Optional[int] = Non
     ran = _run_all(pending, skipped, len(all_cells), backend, pool, address,
                    spec.run["gpus_per_cell"], cells_dir, by_path, progress, spec.name)
     return _assemble(out, all_cells, cells_dir, stores, plans, ran, skipped, report)
-
-
-def _known_labels(plan: _StorePlan) -> Optional[list]:
-    """The label columns the sweep will have, when they are known before capturing."""
-    if plan.store is not None:
-        return plan.store.label_columns
-    if plan.dataset is not None and plan.dataset.token_labeler is None:
-        return plan.dataset.label_columns
-    return None
 
 
 def _check_scorable(spec: SweepSpec, labels: list) -> None:
@@ -219,22 +198,7 @@ def _check_scorable(spec: SweepSpec, labels: list) -> None:
                             "labels, or only reporters that do not cluster (pca)")
 
 
-def _check_labels(store, labels) -> None:
-    missing = [label for label in labels if label not in store.label_columns]
-    if missing:
-        raise ActclustError(f"label column {missing[0]!r} is not in store {store.root}; "
-                            f"label columns: {', '.join(store.label_columns) or 'none'}")
-
-
-def _import_ray():
-    try:
-        import ray
-    except ImportError:
-        raise ActclustError(RAY_HINT) from None
-    return ray
-
-
-# ------------------------------------------------------------------------ checks, stores
+# ------------------------------------------------------------------- the output folder
 
 def _check_out(out: Path, spec: SweepSpec, resume: bool, overwrite: bool) -> None:
     if out.exists() and not out.is_dir():
@@ -286,8 +250,6 @@ def _data_settings(spec: SweepSpec) -> dict:
 
 
 def _write_meta(out: Path, spec: SweepSpec) -> None:
-    from .._util.version import __version__
-
     data = _data_settings(spec)
     meta = {"name": spec.name, "actclust_version": __version__,
             "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -296,218 +258,7 @@ def _write_meta(out: Path, spec: SweepSpec) -> None:
     atomic_write(out / "sweep.json", lambda tmp: tmp.write_bytes(text))
 
 
-def _slug(model: str, taken: set) -> str:
-    base = re.sub(r"[^A-Za-z0-9._-]+", "-", Path(model).name or model).strip("-.") or "model"
-    slug, i = base, 2
-    while slug in taken:
-        slug, i = f"{base}-{i}", i + 1
-    taken.add(slug)
-    return slug
-
-
-def _plan_store(spec: SweepSpec, model: str, out: Path) -> _StorePlan:
-    from .._util.devices import resolve_device
-    from ..data import as_dataset
-    from ..models import load_target
-
-    cap = spec.capture
-    ds = as_dataset(spec.dataset, text_column=cap.get("text_column", "text"))
-    if cap.get("limit"):
-        ds = ds.head(cap["limit"])
-    target = load_target(spec.model_paths.get(model, model),
-                         device=resolve_device(cap.get("device", "auto")))
-    layers = target.resolve_layers(spec.layers)
-    if spec.labels and ds.token_labeler is None:
-        missing = [label for label in spec.labels if label not in ds.label_columns]
-        if missing:
-            raise ActclustError(f"label column {missing[0]!r} is not in dataset {ds.name!r}; "
-                                f"its label columns: {', '.join(ds.label_columns) or 'none'}")
-    if spec.store is not None:
-        path, owned = spec.store.resolve(), False
-    elif len(spec.models) == 1:
-        path, owned = out / "store", True
-    else:
-        taken = set()
-        slugs = {m: _slug(m, taken) for m in spec.models}
-        path, owned = out / "stores" / slugs[model], True
-    settings = {"pool": cap.get("pool", "none"), "dtype": cap.get("dtype", "float32"),
-                "max_length": cap.get("max_length"),
-                "exclude_special": cap.get("exclude_special", False),
-                "batch_size": cap.get("batch_size", 32), "device": cap.get("device", "auto")}
-    plan = _StorePlan(model, path, owned, layers, target, ds, settings)
-    plan.fits, reason, plan.capture_layers = _fits(path, target, ds, settings, layers)
-    if not plan.fits and reason and not owned and (path / "manifest.json").exists():
-        raise ActclustError(f"store {path} holds a different capture ({reason}); remove "
-                            "data.store to capture into the sweep's folder, or point it "
-                            "elsewhere")
-    return plan
-
-
-def _fits(path: Path, target, ds, settings: dict, layers: list):
-    """Whether the store at ``path`` already holds this capture, and if not, why (no
-    reason: capture into it). An interrupted capture of the same settings is resumed with
-    its own layers, returned third."""
-    from ..store.format import read_manifest
-
-    if not (path / "manifest.json").exists():
-        return False, "", None
-    m = read_manifest(path)
-    cap = m["capture"]
-    checks = [
-        ("model", m["model"].get("name"), target.name),
-        ("model weights", m["model"].get("config_hash"), target.config_hash),
-        ("documents", m["dataset"].get("fingerprint"), ds.fingerprint()),
-        ("pool", cap.get("pool"), settings["pool"]),
-        ("dtype", cap.get("storage_dtype"), settings["dtype"]),
-        ("max_length", cap.get("max_length"), settings["max_length"] or target.max_length),
-        ("exclude_special", cap.get("exclude_special"), settings["exclude_special"]),
-    ]
-    for what, then, now in checks:
-        if then != now:
-            reason = f"{what}: {str(then)[:16]!r} in the store, {str(now)[:16]!r} asked"
-            return False, reason, None
-    stored = list(cap.get("layers") or m["layers"])
-    lacking = [layer for layer in layers if layer not in stored]
-    if lacking:
-        return False, f"layer {lacking[0]!r} is not in it", None
-    if not m.get("complete"):
-        return False, "", stored  # interrupted: finish it
-    return True, "", None
-
-
-def _plan_given_store(spec: SweepSpec) -> _StorePlan:
-    from .._util.names import select_names
-    from ..store import ActivationStore
-
-    store = ActivationStore(spec.store.resolve())
-
-    def missing(pattern):
-        raise ActclustError(f"layer {pattern!r} is not in store {store.root}; it holds "
-                            f"{', '.join(store.layers)}")
-
-    layers = store.layers if spec.layers is None else \
-        select_names(spec.layers, store.layers, missing)
-    return _StorePlan(store.model_name, store.root, False, layers, store=store)
-
-
-def _ensure_store(plan: _StorePlan, progress: bool):
-    from ..capture import capture
-    from ..store import ActivationStore
-
-    if plan.store is not None:
-        return plan.store
-    if plan.fits:
-        return ActivationStore(plan.path)
-    kwargs = dict(pool=plan.capture["pool"], dtype=plan.capture["dtype"],
-                  max_length=plan.capture["max_length"],
-                  exclude_special=plan.capture["exclude_special"],
-                  batch_size=plan.capture["batch_size"], device=plan.capture["device"],
-                  progress=progress)
-    complete = (plan.path / "manifest.json").exists() and \
-        ActivationStore(plan.path, allow_incomplete=True).complete
-    if plan.owned and complete:  # a different capture in the sweep's own folder: redo it
-        return capture(plan.target, plan.dataset, plan.layers, out=plan.path,
-                       overwrite=True, **kwargs)
-    try:
-        return capture(plan.target, plan.dataset, plan.capture_layers or plan.layers,
-                       out=plan.path, resume=True, **kwargs)
-    except ActclustError:
-        if not plan.owned:
-            raise
-        return capture(plan.target, plan.dataset, plan.layers, out=plan.path,
-                       overwrite=True, **kwargs)
-
-
-# ----------------------------------------------------------------------------- the cells
-
-def _jsonable(value):
-    if isinstance(value, (tuple, list)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return value
-    return repr(value)
-
-
-def _cells(spec: SweepSpec, plan: _StorePlan, store, labels: list) -> list:
-    from ..probes import LinearProbe
-    from ..reporters import get_reporter
-
-    manifest = store.manifest
-    common = {"model": plan.model, "dataset": manifest["dataset"].get("name"),
-              "pool": manifest["capture"].get("pool"), "store": str(store.root.resolve()),
-              "store_version": cellmod.digest(manifest)}
-    out = []
-    for layer in plan.layers:
-        fingerprint = cellmod.layer_fingerprint(manifest, layer)
-        for rep in spec.reporters:
-            full = _jsonable(rep.estimator().get_params(deep=False))
-            full.pop("random_state", None)
-            extra = {}
-            cls = get_reporter(rep.name)
-            if not cls.__module__.startswith("actclust.") and cls.__module__ != "__main__":
-                extra["reporter_class"] = f"{cls.__module__}:{cls.__qualname__}"
-            for seed in spec.seeds:
-                out.append({"kind": "reporter", **common, "layer": layer,
-                            "layer_fingerprint": fingerprint, "reporter": rep.name,
-                            "method": rep.method, "params": _jsonable(rep.params),
-                            "full_params": full, "seed": seed, "labels": list(labels),
-                            **extra})
-        if spec.probes is None:
-            continue
-        params = spec.probes["params"]
-        full = _jsonable(LinearProbe(**params).get_params(deep=False))
-        full.pop("random_state", None)
-        for label in labels:
-            for seed in spec.seeds:
-                out.append({"kind": "probe", **common, "layer": layer,
-                            "layer_fingerprint": fingerprint, "label": label,
-                            "probe_params": _jsonable(params), "full_params": full,
-                            "group_column": spec.probes["group_column"], "seed": seed})
-    for cell in out:
-        cell["key"] = cellmod.cell_key(cell)
-    return out
-
-
-def _unique(cells: list) -> list:
-    """Each cell once, in first-seen order (two equal cells would give duplicate rows)."""
-    seen, out = set(), []
-    for cell in cells:
-        if cell["key"] not in seen:
-            seen.add(cell["key"])
-            out.append(cell)
-    return out
-
-
-def _cost(cell: dict) -> int:
-    """A rough rank of a cell's run time, to start the longest first (a long cell started
-    last would leave the other workers idle at the end)."""
-    if cell["kind"] != "reporter":
-        return 1
-    from ..reporters._trainer import TrainedReporterMixin
-
-    cls = cellmod.reporter_class(cell)
-    if issubclass(cls, TrainedReporterMixin):
-        return 3
-    return 2 if cell["reporter"] == "agglomerative" else 0
-
-
-def _longest_first(cells: list) -> list:
-    return sorted(cells, key=_cost, reverse=True)  # stable: the sweep's order within a rank
-
-
-def _needs_gpu(cell: dict, cluster_gpus: float) -> bool:
-    if cell["kind"] != "reporter":
-        return False
-    from ..reporters._trainer import TrainedReporterMixin
-
-    device = str(cell["full_params"].get("device", ""))
-    if device.startswith("cuda"):
-        return True
-    return device == "auto" and cluster_gpus > 0 and \
-        issubclass(cellmod.reporter_class(cell), TrainedReporterMixin)
-
+# ----------------------------------------------------------------------- running cells
 
 def _run_all(pending, skipped, total, backend, pool, address, gpus_per_cell, cells_dir,
              stores, progress, name) -> int:
@@ -535,9 +286,9 @@ def _run_all(pending, skipped, total, backend, pool, address, gpus_per_cell, cel
 
     try:
         if backend == "ray":
-            results = _ray_cells(pending, address, gpus_per_cell, cells_dir)
+            results = ray_cells(pending, address, gpus_per_cell, cells_dir)
         elif pool is None or len(pending) == 1:
-            results = _in_process(pending, cells_dir, stores, started)
+            results = in_process(pending, cells_dir, stores, started)
         else:
             results = pool.run(pending, cells_dir, started)
         for result in results:
@@ -554,134 +305,6 @@ def _run_all(pending, skipped, total, backend, pool, address, gpus_per_cell, cel
     finally:
         bar.close()
     return len(pending)
-
-
-def _in_process(pending, cells_dir, stores, started) -> Iterator[dict]:
-    """One cell after another in this process, with the store already open and every
-    core's threads (the thread policy of ``jobs = 1``)."""
-    for cell in pending:
-        started(cell)
-        yield cellmod.run_cell(cell, str(cells_dir), store=stores.get(cell["store"]))
-
-
-def cores() -> int:
-    """The cores this process may run on."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # macOS, Windows
-        return os.cpu_count() or 1
-
-
-def worker_threads(jobs: int) -> int:
-    """The thread policy: ``jobs = 1`` runs in this process with every core's threads;
-    with more jobs, each worker gets the cores shared out, at least one thread.
-
-    Example:
-        >>> worker_threads(10 ** 6)
-        1
-    """
-    return max(1, cores() // jobs)
-
-
-WORKER_DIED = ("its worker process died twice running it (killed, or out of memory?); "
-               "rerun with --resume, perhaps with fewer --jobs")
-
-
-class _Pool:
-    """``jobs`` worker processes (loky's reusable executor) that run cells one by one.
-
-    Workers receive a cell's description, open the store by path, memory-mapped, and
-    write the cell's file themselves. A worker that dies (killed, out of memory) breaks
-    the pool: the cells it was running are run once more, each alone, in a fresh pool, and
-    a cell that kills its worker again is recorded as failed; the sweep goes on.
-    """
-
-    def __init__(self, jobs: int):
-        self.jobs = jobs
-        self.threads = worker_threads(jobs)
-
-    def executor(self):
-        from joblib.externals.loky import get_reusable_executor
-
-        env = {variable: str(self.threads) for variable in cellmod.THREAD_VARIABLES}
-        return get_reusable_executor(max_workers=self.jobs, timeout=300, env=env)
-
-    def warm(self) -> None:
-        executor = self.executor()
-        for _ in range(self.jobs):
-            executor.submit(cellmod.warm_up, self.threads)
-
-    def run(self, pending, cells_dir, started) -> Iterator[dict]:
-        from concurrent.futures import FIRST_COMPLETED, wait
-        from concurrent.futures.process import BrokenProcessPool
-
-        queue, suspects = deque(_longest_first(pending)), deque()
-        running: dict = {}  # future -> (cell, ran alone)
-        executor = self.executor()
-
-        def submit(cell, alone):
-            started(cell)
-            future = executor.submit(cellmod.run_cell, cell, str(cells_dir), self.threads)
-            running[future] = (cell, alone)
-
-        try:
-            while queue or suspects or running:
-                if suspects and not running:
-                    submit(suspects.popleft(), True)
-                elif not suspects:
-                    while queue and len(running) < self.jobs:
-                        submit(queue.popleft(), False)
-                done, _ = wait(list(running), return_when=FIRST_COMPLETED)
-                broke = any(isinstance(f.exception(), BrokenProcessPool) for f in done)
-                if broke:
-                    done, _ = wait(list(running))  # the others fail with the pool, or finish
-                for future in done:
-                    cell, alone = running.pop(future)
-                    err = future.exception()
-                    if err is None:
-                        yield future.result()
-                    elif isinstance(err, BrokenProcessPool) and not alone:
-                        suspects.append(cell)
-                    else:
-                        message = WORKER_DIED if isinstance(err, BrokenProcessPool) else \
-                            f"{type(err).__name__}: {' '.join(str(err).split())[:500]}"
-                        cellmod.write_failure(cells_dir, cell, message)
-                        yield {"key": cell["key"], "ok": False, "seconds": 0.0,
-                               "error": message}
-                if broke:
-                    executor = self.executor()  # a fresh pool replaces the broken one
-        finally:
-            for future in running:
-                future.cancel()
-
-
-def _ray_cells(pending, address, gpus_per_cell, cells_dir) -> Iterator[dict]:
-    ray = _import_ray()
-    started = not ray.is_initialized()
-    if started:
-        ray.init(address=address, include_dashboard=False, log_to_driver=False)
-    try:
-        cluster_gpus = float(ray.cluster_resources().get("GPU", 0))
-        task = ray.remote(cellmod.run_cell)
-        refs = {}
-        for cell in _longest_first(pending):
-            gpus = gpus_per_cell if _needs_gpu(cell, cluster_gpus) else 0
-            # One CPU per task, so one thread each.
-            ref = task.options(num_cpus=1, num_gpus=gpus, max_retries=1).remote(
-                cell, str(cells_dir), 1)
-            refs[ref] = cell
-        while refs:
-            ready, _ = ray.wait(list(refs), num_returns=1)
-            cell = refs.pop(ready[0])
-            try:
-                yield ray.get(ready[0])
-            except Exception as err:  # the worker itself died (killed for memory)
-                message = f"{type(err).__name__}: {' '.join(str(err).split())[:500]}"
-                cellmod.write_failure(cells_dir, cell, message)
-                yield {"key": cell["key"], "ok": False, "seconds": 0.0, "error": message}
-    finally:
-        if started:
-            ray.shutdown()
 
 
 # --------------------------------------------------------------------- table and report
@@ -731,7 +354,6 @@ def _report(out: Path, stores, plans, table: pd.DataFrame, refresh: bool) -> Opt
     except ImportError as err:
         log.debug("no report: actclust.viz.write_report is not available (%s)", err)
         return None
-    from .._util.schema import RESULT_COLUMNS
 
     last = None
     if table.empty:

@@ -1,18 +1,20 @@
 """The sweep file: TOML (or an equal dict) checked in full before any work starts.
 
 Every key is known in advance, so a typo is an error that names the key and its line
-rather than a setting silently ignored. ``docs/sweeps.md`` documents each key.
+rather than a setting silently ignored. ``docs/sweeps.md`` documents each key. The
+reporter and probe tables are checked by :mod:`~actclust.sweep.grids`; the line of a key
+is found by :mod:`~actclust.sweep.toml_lines`.
 """
 
 from __future__ import annotations
 
-import itertools
-import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from ..errors import ActclustError, closest
+from ..errors import ActclustError
+from .grids import check_probes, check_reporters
+from .toml_lines import Where, check_type, first_repeat, toml_parser, unknown_keys
 
 EXAMPLE = '''\
 # An actclust sweep: every (layer x reporter x seed) cell and a linear probe per layer and
@@ -64,31 +66,8 @@ TOP_KEYS = {"name", "out", "labels", "seeds", "data", "reporters", "probes", "ru
 DATA_KEYS = {"model", "models", "dataset", "text_column", "layers", "pool", "limit",
              "max_length", "dtype", "batch_size", "device", "exclude_special", "store"}
 CAPTURE_KEYS = DATA_KEYS - {"model", "models", "dataset", "layers", "store"}
-REPORTER_KEYS = {"name", "method", "params", "grid"}
-PROBE_KEYS = {"enabled", "group_column"}
 RUN_KEYS = {"backend", "jobs", "address", "gpus_per_cell", "report"}
 BACKENDS = ("local", "ray")
-
-
-@dataclass
-class ReporterSpec:
-    """One point of a reporter's grid: the registered ``name``, the ``method`` it is called
-    in the results table, and the parameters the user set.
-
-    Example:
-        >>> ReporterSpec("kmeans", "kmeans", {"n_init": 3}).estimator().n_init
-        3
-    """
-
-    name: str
-    method: str
-    params: dict = field(default_factory=dict)
-
-    def estimator(self):
-        """An unfitted estimator with these parameters."""
-        from ..reporters import get_reporter
-
-        return get_reporter(self.name)(**self.params)
 
 
 @dataclass
@@ -113,160 +92,10 @@ class SweepSpec:
     capture: dict
     labels: Optional[list]
     seeds: list
-    reporters: list
+    reporters: list  # of ReporterSpec, one per grid point
     probes: Optional[dict]
     run: dict
     source: str = ""
-
-
-class _Where:
-    """Turns a key path into 'line N' of the TOML text, for error messages.
-
-    Every key is found however it is written: under a ``[table]`` or ``[[table]]`` header,
-    quoted (``"pool" = ...``), dotted (``data.pool = ...``), or inside an inline table or a
-    top-level array of tables (``reporters = [{ name = "kmeans" }]``).
-
-    Example:
-        >>> where = _Where('out = "o"\\ndata."polling" = 1\\n', "s.toml")
-        >>> where("data", "polling")
-        's.toml, line 2'
-    """
-
-    def __init__(self, text: str, origin: str):
-        self.origin = origin
-        self.found = _scan_keys(text) if text else []
-
-    def __call__(self, section: Optional[str], key: str, index: Optional[int] = None) -> str:
-        line = self._find(section, key, index)
-        return f"{self.origin}, line {line}" if line else self.origin
-
-    def _find(self, section, key, index) -> Optional[int]:
-        def wanted(path, entry):
-            if section is None:
-                return path == (key,)
-            return len(path) >= 2 and path[0] == section and path[-1] == key and \
-                (index is None or entry == index)
-
-        for kind in ("key", "table"):
-            for line, path, entry, what in self.found:
-                if what == kind and wanted(path, entry):
-                    return line
-        if section is not None and index is not None:  # the entry itself
-            for line, path, entry, what in self.found:
-                if what in ("table", "entry") and path == (section,) and entry == index:
-                    return line
-        return None
-
-
-_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
-
-
-def _scan_keys(text: str) -> list:
-    """``(line, key path, entry index, "key" | "table" | "entry")`` for each key, table
-    header and array element of TOML text. The text has already parsed, so the scan can
-    be lenient."""
-    found = []
-    i, n, line = 0, len(text), 1
-    table, table_entry, counts = (), None, {}
-    stack = []  # open inline tables and arrays: [kind, path, entry, element, started]
-    expect_key, value_path, value_entry = True, (), None
-
-    def read_string(i):
-        nonlocal line
-        quote = text[i]
-        triple = text.startswith(quote * 3, i)
-        close = quote * 3 if triple else quote
-        j = i + len(close)
-        while j < n and not text.startswith(close, j):
-            if text[j] == "\\" and quote == '"':
-                j += 1
-            elif text[j] == "\n":
-                line += 1
-            j += 1
-        return text[i + len(close):j], j + len(close)
-
-    def read_key(i):
-        parts = []
-        while i < n:
-            while i < n and text[i] in " \t":
-                i += 1
-            if i < n and text[i] in "\"'":
-                part, i = read_string(i)
-            else:
-                match = _BARE_KEY.match(text, i)
-                if not match:
-                    break
-                part, i = match.group(), match.end()
-            parts.append(part)
-            while i < n and text[i] in " \t":
-                i += 1
-            if i < n and text[i] == ".":
-                i += 1
-                continue
-            break
-        return tuple(parts), i
-
-    while i < n:
-        c = text[i]
-        top = stack[-1] if stack else None
-        if c == "\n":
-            line, i = line + 1, i + 1
-            expect_key = expect_key or not stack
-            continue
-        if c in " \t\r":
-            i += 1
-            continue
-        if c == "#":
-            while i < n and text[i] != "\n":
-                i += 1
-            continue
-        if not stack and expect_key and c == "[":  # a [table] or [[table]] header
-            double = text.startswith("[[", i)
-            table, i = read_key(i + 1 + double)
-            if double:
-                counts[table] = table_entry = counts.get(table, -1) + 1
-            else:
-                table_entry = None
-            found.append((line, table, table_entry, "table"))
-            i = text.find("\n", i) if "\n" in text[i:] else n
-            expect_key = False
-            continue
-        if expect_key and (top is None or top[0] == "{"):
-            parts, j = read_key(i)
-            if parts and j < n and text[j] == "=":
-                base, entry = (table, table_entry) if top is None else (top[1], top[2])
-                value_path, value_entry = base + parts, entry
-                found.append((line, value_path, entry, "key"))
-                i, expect_key = j + 1, False
-                continue
-        if top is not None and top[0] == "[" and c not in ",]" and not top[4]:
-            top[4] = True  # an array element starts here
-            found.append((line, top[1], top[3], "entry"))
-        if c in "\"'":
-            _, i = read_string(i)
-        elif c == "{":
-            path, entry = (top[1], top[3]) if top is not None and top[0] == "[" else \
-                (value_path, value_entry)
-            stack.append(["{", path, entry, None, True])
-            expect_key, i = True, i + 1
-        elif c == "[":
-            path, entry = (top[1], top[3]) if top is not None and top[0] == "[" else \
-                (value_path, value_entry)
-            stack.append(["[", path, entry, 0, False])
-            i += 1
-        elif c == ",":
-            if top is not None and top[0] == "[":
-                top[3], top[4] = top[3] + 1, False
-            else:
-                expect_key = True
-            i += 1
-        elif c in "]}":
-            if stack:
-                stack.pop()
-            i += 1
-        else:
-            i += 1
-    return found
 
 
 def load_sweep(source, base: Optional[Path] = None) -> SweepSpec:
@@ -305,46 +134,14 @@ def load_sweep(source, base: Optional[Path] = None) -> SweepSpec:
             base = path.resolve().parent
         else:
             text = source
-        tomllib = _toml()
+        tomllib = toml_parser()
         try:
             raw = tomllib.loads(text)
         except tomllib.TOMLDecodeError as err:
             raise ActclustError(f"{origin}: not valid TOML: {err}") from None
     base = Path(base) if base is not None else Path.cwd()
-    where = _Where(text, origin)
+    where = Where(text, origin)
     return _check(raw, where, base, default_name, text)
-
-
-def _toml():
-    try:
-        import tomllib
-    except ImportError:  # Python 3.10: the same parser, packaged as tomli
-        try:
-            import tomli as tomllib
-        except ImportError:
-            raise ActclustError("reading a sweep file needs Python 3.11 or newer, or "
-                                "pip install tomli") from None
-    return tomllib
-
-
-def _unknown(keys, allowed, where, section, index=None, what="key"):
-    for key in keys:
-        if key not in allowed:
-            label = f"{section}.{key}" if section else key
-            raise ActclustError(f"{where(section, key, index)}: unknown {what} {label!r}; "
-                                f"{closest(key, sorted(allowed))}")
-
-
-def _type(value, types, where, section, key, what):
-    if not isinstance(value, types) or isinstance(value, bool) and bool not in _tuple(types):
-        label = f"{section}.{key}" if section else key
-        raise ActclustError(f"{where(section, key)}: {label} must be {what}, "
-                            f"got {value!r}")
-    return value
-
-
-def _tuple(types):
-    return types if isinstance(types, tuple) else (types,)
 
 
 def _path(value, base: Path) -> Path:
@@ -352,17 +149,17 @@ def _path(value, base: Path) -> Path:
     return path if path.is_absolute() else (base / path)
 
 
-def _check(raw: dict, where: _Where, base: Path, default_name: str, text: str) -> SweepSpec:
-    _unknown(raw, TOP_KEYS, where, None)
-    name = _type(raw.get("name", default_name), str, where, None, "name", "a string")
+def _check(raw: dict, where: Where, base: Path, default_name: str, text: str) -> SweepSpec:
+    unknown_keys(raw, TOP_KEYS, where, None)
+    name = check_type(raw.get("name", default_name), str, where, None, "name", "a string")
     if "out" not in raw:
         raise ActclustError(f"{where.origin}: no output folder: add out = \"...\"")
-    out = _path(_type(raw["out"], str, where, None, "out", "a folder path"), base)
+    out = _path(check_type(raw["out"], str, where, None, "out", "a folder path"), base)
     data = _check_data(raw.get("data", {}), where, base)
     labels = _check_labels(raw.get("labels"), where)
     seeds = _check_seeds(raw.get("seeds", 3), where)
-    reporters = _check_reporters(raw.get("reporters", []), where)
-    probes = _check_probes(raw.get("probes", {}), where)
+    reporters = check_reporters(raw.get("reporters", []), where)
+    probes = check_probes(raw.get("probes", {}), where)
     if not reporters and probes is None:
         raise ActclustError(f"{where.origin}: nothing to run: no reporters and probes "
                             "disabled")
@@ -373,8 +170,8 @@ def _check(raw: dict, where: _Where, base: Path, default_name: str, text: str) -
 
 def _check_data(data, where, base: Path) -> dict:
     """The [data] table: the model(s) and dataset to capture, or the store to use."""
-    data = _type(data, dict, where, None, "data", "a table ([data])")
-    _unknown(data, DATA_KEYS, where, "data")
+    data = check_type(data, dict, where, None, "data", "a table ([data])")
+    unknown_keys(data, DATA_KEYS, where, "data")
     if "model" in data and "models" in data:
         raise ActclustError(f"{where('data', 'models')}: give model or models, not both")
     models = data.get("models", [data["model"]] if "model" in data else [])
@@ -386,7 +183,7 @@ def _check_data(data, where, base: Path) -> dict:
         raise ActclustError(f"{where('data', 'models')}: data.models is empty")
     if len(set(models)) != len(models):
         raise ActclustError(f"{where('data', 'models')}: data.models lists a model twice")
-    store = _path(_type(data["store"], str, where, "data", "store", "a folder path"), base) \
+    store = _path(check_type(data["store"], str, where, "data", "store", "a folder path"), base) \
         if "store" in data else None
     dataset = data.get("dataset")
     model_paths = {}
@@ -394,7 +191,7 @@ def _check_data(data, where, base: Path) -> dict:
         if dataset is None:
             raise ActclustError(f"{where('data', 'model')}: a model needs a dataset: add "
                                 "dataset = \"topics\" (or a file) under [data]")
-        _type(dataset, str, where, "data", "dataset", "a dataset name or file")
+        check_type(dataset, str, where, "data", "dataset", "a dataset name or file")
         dataset = resolve_dataset(dataset, base)
         model_paths = {m: resolve_model(m, base) for m in models}
         if "layers" not in data:
@@ -466,7 +263,7 @@ def _check_labels(labels, where) -> Optional[list]:
             not all(isinstance(x, str) and x for x in labels):
         raise ActclustError(f"{where(None, 'labels')}: labels must be a column name or a "
                             "non-empty list of them")
-    twice = _first_repeat(labels)
+    twice = first_repeat(labels)
     if twice is not None:
         raise ActclustError(f"{where(None, 'labels')}: labels lists {twice!r} twice")
     return labels
@@ -488,33 +285,24 @@ def _check_seeds(seeds, where) -> list:
     if bad:
         raise ActclustError(f"{where(None, 'seeds')}: seed {bad[0]} is out of range: seeds "
                             "are integers from 0 to 2**32 - 1")
-    twice = _first_repeat(seeds)
+    twice = first_repeat(seeds)
     if twice is not None:
         raise ActclustError(f"{where(None, 'seeds')}: seeds lists {twice} twice")
     return seeds
 
 
-def _first_repeat(values):
-    seen = []
-    for value in values:
-        if value in seen:
-            return value
-        seen.append(value)
-    return None
-
-
 def _check_run_table(run, where) -> dict:
-    run = _type(run, dict, where, None, "run", "a table ([run])")
-    _unknown(run, RUN_KEYS, where, "run")
+    run = check_type(run, dict, where, None, "run", "a table ([run])")
+    unknown_keys(run, RUN_KEYS, where, "run")
     run = {"backend": "local", "jobs": 1, "address": None, "gpus_per_cell": 1.0,
            "report": True, **run}
-    _type(run["report"], bool, where, "run", "report", "true/false")
+    check_type(run["report"], bool, where, "run", "report", "true/false")
     gpus = run["gpus_per_cell"]
     if not isinstance(gpus, (int, float)) or isinstance(gpus, bool) or gpus <= 0:
         raise ActclustError(f"{where('run', 'gpus_per_cell')}: run.gpus_per_cell must be a "
                             "number > 0")
     if run["address"] is not None:
-        _type(run["address"], str, where, "run", "address", "a Ray address")
+        check_type(run["address"], str, where, "run", "address", "a Ray address")
     check_run(run["backend"], run["jobs"],
               backend_name=f"{where('run', 'backend')}: run.backend",
               jobs_name=f"{where('run', 'jobs')}: run.jobs")
@@ -557,122 +345,6 @@ def _check_capture(capture: dict, where) -> None:
             raise ActclustError(f"{where('data', key)}: data.{key} must be an integer >= 1")
     for key in ("text_column", "device"):
         if key in capture:
-            _type(capture[key], str, where, "data", key, "a string")
+            check_type(capture[key], str, where, "data", key, "a string")
     if "exclude_special" in capture:
-        _type(capture["exclude_special"], bool, where, "data", "exclude_special", "true/false")
-
-
-def _check_reporters(entries, where) -> list:
-    from ..reporters import registry
-
-    if not isinstance(entries, list):
-        raise ActclustError(f"{where(None, 'reporters')}: reporters must be a list of names "
-                            "or [[reporters]] tables")
-    known = registry()
-    out, methods = [], {}
-    for index, entry in enumerate(entries):
-        entry = {"name": entry} if isinstance(entry, str) else entry
-        if not isinstance(entry, dict) or "name" not in entry:
-            raise ActclustError(f"{where('reporters', 'name', index)}: reporter {index + 1} "
-                                "needs a name (a registered reporter such as \"kmeans\")")
-        _unknown(entry, REPORTER_KEYS, where, "reporters", index)
-        name = str(entry["name"]).strip().lower()
-        if name not in known:
-            raise ActclustError(f"{where('reporters', 'name', index)}: unknown reporter "
-                                f"{entry['name']!r}; {closest(name, known)}")
-        cls = known[name]
-        valid = set(cls().get_params(deep=False))
-        params = _type(entry.get("params", {}), dict, where, "reporters", "params",
-                       "a table of parameters")
-        grid = _type(entry.get("grid", {}), dict, where, "reporters", "grid",
-                     "a table of parameter lists")
-        for key in list(params) + list(grid):
-            if key not in valid:
-                raise ActclustError(f"{where('reporters', key, index)}: {name} has no "
-                                    f"parameter {key!r}; {closest(key, sorted(valid))}")
-            if key == "random_state":
-                raise ActclustError(f"{where('reporters', key, index)}: random_state is set "
-                                    "from seeds; list the seeds in `seeds` instead")
-        both = set(params) & set(grid)
-        if both:
-            key = sorted(both)[0]
-            raise ActclustError(f"{where('reporters', key, index)}: {name}: {key!r} is both "
-                                "in params and in grid")
-        for key, values in grid.items():
-            if not isinstance(values, list):
-                raise ActclustError(f"{where('reporters', key, index)}: grid.{key} must be a "
-                                    f"list of values, got {values!r}")
-            if not values:
-                raise ActclustError(f"{where('reporters', key, index)}: grid.{key} is empty: "
-                                    "a grid needs at least one value")
-            twice = _first_repeat(values)
-            if twice is not None:
-                raise ActclustError(f"{where('reporters', key, index)}: grid.{key} lists "
-                                    f"{twice!r} twice")
-        keys = list(grid)
-        for combo in itertools.product(*(grid[k] for k in keys)):
-            point = dict(zip(keys, combo))
-            method = entry.get("method", name)
-            if point:
-                method += "(" + ", ".join(f"{k}={_short(v)}" for k, v in point.items()) + ")"
-            spec = ReporterSpec(name, method, {**params, **point})
-            _validate_values(spec, where, index)
-            if method in methods:
-                raise ActclustError(f"{where('reporters', 'name', index)}: two reporters are "
-                                    f"both called {method!r} in the table; give one a "
-                                    "method = \"...\" name")
-            methods[method] = spec
-            out.append(spec)
-    return out
-
-
-def _short(value) -> str:
-    if isinstance(value, list):
-        return "[" + ",".join(map(_short, value)) + "]"
-    return str(value).lower() if isinstance(value, bool) else str(value)
-
-
-def _validate_values(spec: ReporterSpec, where, index) -> None:
-    """Check parameter values against the estimator's declared constraints now, not mid-run."""
-    est = spec.estimator()
-    if "n_clusters" in est.get_params(deep=False) and "n_clusters" not in spec.params:
-        est.set_params(n_clusters=2)  # set per label at run time; any valid value checks
-    validate = getattr(est, "_validate_params", None)
-    if validate is None:
-        return
-    try:
-        validate()
-    except (ValueError, TypeError) as err:
-        key = next((k for k in spec.params if f"'{k}'" in str(err)), "name")
-        raise ActclustError(f"{where('reporters', key, index)}: {spec.method}: "
-                            f"{err}") from None
-
-
-def _check_probes(table, where) -> Optional[dict]:
-    from ..probes import LinearProbe
-
-    if table is False:
-        return None
-    _type(table, dict, where, None, "probes", "a table ([probes])")
-    valid = set(LinearProbe().get_params(deep=False)) - {"random_state"}
-    if "random_state" in table:
-        raise ActclustError(f"{where('probes', 'random_state')}: random_state is set from "
-                            "seeds; list the seeds in `seeds` instead")
-    _unknown(table, PROBE_KEYS | valid, where, "probes")
-    if not table.get("enabled", True):
-        return None
-    params = {k: v for k, v in table.items() if k in valid}
-    if "Cs" in params:
-        if not isinstance(params["Cs"], list) or not params["Cs"]:
-            raise ActclustError(f"{where('probes', 'Cs')}: probes.Cs must be a non-empty "
-                                "list of numbers")
-        params["Cs"] = tuple(params["Cs"])
-    try:
-        LinearProbe(**params)._validate_params()
-    except (ValueError, TypeError) as err:
-        key = next((k for k in params if f"'{k}'" in str(err)), "enabled")
-        raise ActclustError(f"{where('probes', key)}: probes: {err}") from None
-    group = table.get("group_column")
-    if group is not None:
-        _type(group, str, where, "probes", "group_column", "a column name")
-    return {"params": params, "group_column": group}
+        check_type(capture["exclude_special"], bool, where, "data", "exclude_special", "true/false")

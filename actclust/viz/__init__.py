@@ -22,10 +22,10 @@ Example:
 """
 
 from .dashboard import ClusterDashboard, cluster_dashboard
-from .figures import (bic_curve, contingency_heatmap, dendrogram, explained_variance,
-                      layer_sweep, training_curves)
+from .figures import contingency_heatmap, layer_sweep
 from .maps import MAX_POINTS, Embedding, embed, layer_map
 from .report import write_report
+from .reporter_figures import bic_curve, dendrogram, explained_variance, training_curves
 
 __all__ = ["layer_map", "embed", "Embedding", "MAX_POINTS", "contingency_heatmap",
            "layer_sweep", "training_curves", "dendrogram", "explained_variance", "bic_curve",

@@ -227,7 +227,7 @@ def _refit(store, layer, method, label, n_clusters, seed):
 
 
 def _structure_figures(est, page) -> str:
-    from .figures import dendrogram, training_curves
+    from .reporter_figures import dendrogram, training_curves
 
     if getattr(est, "linkage_", None) is not None:
         return page.figure(dendrogram(est))

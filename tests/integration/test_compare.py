@@ -1,6 +1,5 @@
 """Reporters vs probes on a real MiniLM store: the tidy table, its numbers, the CLI."""
 
-import numpy as np
 import pandas as pd
 import pytest
 

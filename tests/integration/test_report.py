@@ -79,7 +79,7 @@ def test_report_holds_every_part(report, store, results):
 
 
 def test_write_is_atomic(store, results, tmp_path, monkeypatch):
-    from actclust.store import format as store_format
+    from actclust._util import files
 
     out = tmp_path / "report.html"
     out.write_text("old report")
@@ -87,7 +87,7 @@ def test_write_is_atomic(store, results, tmp_path, monkeypatch):
     def interrupted(*args):  # the write is cut off after the new text is on disk
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(store_format.os, "replace", interrupted)  # the one atomic writer
+    monkeypatch.setattr(files.os, "replace", interrupted)  # the one atomic writer
     with pytest.raises(KeyboardInterrupt):
         write_report(store, results, out, map_method="pca", dashboards=False)
     assert out.read_text() == "old report" and os.listdir(tmp_path) == ["report.html"]

@@ -19,6 +19,7 @@ import pytest
 from sklearn.base import BaseEstimator, ClusterMixin
 
 import actclust
+from actclust._util.schema import PROBE_METHOD
 from actclust.compare import RESULT_COLUMNS
 from actclust.errors import ActclustError
 from actclust.reporters import KMeans
@@ -95,7 +96,7 @@ def test_table_is_tidy_complete_and_on_disk(reference):
     assert reference.ran == N_CELLS and reference.skipped == 0
     assert reference.failures.empty
     assert set(table["method"]) == {"kmeans", "pca", "gmm(covariance_type=diag)",
-                                    "gmm(covariance_type=spherical)", "linear_probe"}
+                                    "gmm(covariance_type=spherical)", PROBE_METHOD}
     assert not table.duplicated(["layer", "method", "label", "metric", "seed"]).any()
     pd.testing.assert_frame_equal(pd.read_parquet(reference.results_path), table)
     nmi = table[(table["method"] == "kmeans") & (table["metric"] == "nmi")]

@@ -113,17 +113,17 @@ def test_command_prints_the_example(capsys):
 
 
 def test_cells_that_train_on_a_gpu_ask_ray_for_one():
-    from actclust.sweep.runner import _needs_gpu
+    from actclust.sweep.backends import needs_gpu
 
     def cell(reporter, device):
         return {"kind": "reporter", "reporter": reporter, "full_params": {"device": device}}
 
-    assert _needs_gpu(cell("dec", "auto"), cluster_gpus=2)
-    assert not _needs_gpu(cell("dec", "auto"), cluster_gpus=0)
-    assert not _needs_gpu(cell("kmeans", "auto"), cluster_gpus=2)  # faiss-cpu: no GPU use
-    assert _needs_gpu(cell("kmeans", "cuda"), cluster_gpus=2)
-    assert not _needs_gpu(cell("dec", "cpu"), cluster_gpus=2)
-    assert not _needs_gpu({"kind": "probe"}, cluster_gpus=2)
+    assert needs_gpu(cell("dec", "auto"), cluster_gpus=2)
+    assert not needs_gpu(cell("dec", "auto"), cluster_gpus=0)
+    assert not needs_gpu(cell("kmeans", "auto"), cluster_gpus=2)  # faiss-cpu: no GPU use
+    assert needs_gpu(cell("kmeans", "cuda"), cluster_gpus=2)
+    assert not needs_gpu(cell("dec", "cpu"), cluster_gpus=2)
+    assert not needs_gpu({"kind": "probe"}, cluster_gpus=2)
 
 
 def test_bundled_dataset_names_win_over_folders(tmp_path):
@@ -208,10 +208,10 @@ def test_cell_files_are_written_atomically_under_unique_names(tmp_path, monkeypa
 
 
 def test_duplicate_cells_are_run_once():
-    from actclust.sweep.runner import _unique
+    from actclust.sweep.cells import unique
 
     cells = [{"key": "a", "n": 1}, {"key": "b"}, {"key": "a", "n": 2}]
-    assert _unique(cells) == [{"key": "a", "n": 1}, {"key": "b"}]
+    assert unique(cells) == [{"key": "a", "n": 1}, {"key": "b"}]
 
 
 def test_the_package_imports_lazily():
