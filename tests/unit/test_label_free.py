@@ -11,6 +11,7 @@ from sklearn.datasets import load_digits, make_blobs
 from actclust.errors import ActclustError
 from actclust.label_free import (cluster_balance, knn_purity, nearest_neighbors,
                                  self_probe_accuracy)
+from tests.unit.test_store import make_store
 
 
 def blobs(n=600, centers=4, d=8, std=0.5, seed=0):
@@ -103,6 +104,19 @@ def test_store_layer_is_streamed_and_label_column_looked_up():
     layer = FakeLayer(X, {"topic": y})
     assert knn_purity(layer, "topic", k=5, batch_size=128) == knn_purity(X, y, k=5)
     assert layer.batches and set(layer.batches) == {128}  # streamed, never whole
+
+
+def test_a_real_store_layer_of_several_shards(tmp_path):
+    store, data = make_store(tmp_path / "s", n_docs=40, rows_per_doc=3, shard_docs=7, dim=6)
+    layer = store.layer("blocks.1.hook_out")
+    topic = store.labels("topic")
+    expected = knn_purity(data["blocks.1.hook_out"], topic, k=4)
+    assert knn_purity(layer, "topic", k=4, batch_size=25) == expected
+    assert knn_purity(layer, "topic", k=4, exact_max_rows=10, batch_size=25) == \
+        pytest.approx(expected, abs=0.02)
+    clusters = np.arange(120) % 3
+    assert self_probe_accuracy(layer, clusters) == \
+        self_probe_accuracy(data["blocks.1.hook_out"], clusters)
 
 
 def test_ivf_above_the_threshold_agrees_with_exact():
