@@ -99,7 +99,7 @@ def map_rows(fn, data, chunk: int = ROW_CHUNK) -> np.ndarray:
 
 class TorchReporterMixin(ReporterFileMixin):
     """What every reporter that trains with torch shares: a ``device`` (any torch device
-    name; checked at fit time by :func:`~actclust._util.devices.resolve_device`),
+    name; checked at fit time by ``actclust._util.devices.resolve_device``),
     ``random_state``, and save/load without pickle."""
 
     _parameter_constraints = {"device": DEVICE, "random_state": ["random_state"]}

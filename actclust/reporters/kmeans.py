@@ -22,7 +22,7 @@ def _faiss():
 
 def use_gpu(device: str) -> bool:
     """Whether faiss should train on GPUs: ``"auto"`` when faiss sees one; any CUDA
-    device name (checked by :func:`~actclust._util.devices.resolve_device`) requires one.
+    device name (checked by ``actclust._util.devices.resolve_device``) requires one.
     faiss' k-means spreads over the GPUs it sees, so an index only says "a GPU"
     (``CUDA_VISIBLE_DEVICES`` chooses which)."""
     faiss = _faiss()
