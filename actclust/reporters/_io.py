@@ -49,7 +49,7 @@ class _Encoder:
     def _store(self, key: str, array: np.ndarray) -> str:
         if key in self.tensors:
             raise ActclustError(f"cannot save: two values would be stored as {key!r}")
-        self.tensors[key] = np.ascontiguousarray(array)
+        self.tensors[key] = np.array(array, order="C")  # a copy; keeps 0-d arrays 0-d
         return key
 
     def table(self, values: dict, prefix: str, modules: bool = True) -> dict:
@@ -171,19 +171,32 @@ class _Decoder:
                 setattr(est, name, value)
         for name, weights in modules.items():
             setattr(est, name, _rebuild(est, name, weights.state))
+        if hasattr(est, "_build_module") and "module_" not in modules:
+            raise ValueError(f"no weights for the network of {cls.__name__}")
         return est
 
 
 def _rebuild(est, name: str, state: dict):
     """The owner builds the module's architecture from its parameters (never from the
-    file), then the weights are copied in; shapes must match exactly."""
+    file), then the weights are copied in; names and shapes must match exactly.
+
+    The architecture is first built on torch's ``meta`` device, which allocates nothing
+    and draws no random numbers, so parameters that ask for a huge network are refused
+    by the shape check instead of filling the memory."""
     import torch
 
     build = getattr(est, "_build_module", None)
     if build is None:
         raise ValueError(f"{type(est).__name__} has no module to load")
-    with torch.random.fork_rng(devices=[]):  # building draws initial weights: keep the
-        module = build(name)                 # caller's random stream as it was
+    with torch.device("meta"):
+        module = build(name)
+    expected = {k: tuple(v.shape) for k, v in module.state_dict().items()}
+    found = {k: tuple(np.shape(v)) for k, v in state.items()}
+    if expected != found:
+        wrong = sorted(set(expected.items()) ^ set(found.items()))[:2]
+        raise ValueError(f"the weights of {name} do not fit its architecture (size "
+                         f"mismatch: {wrong})")
+    module = module.to_empty(device="cpu")
     module.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in state.items()},
                            strict=True)
     return module.eval()

@@ -213,6 +213,10 @@ META, TENSORS = "meta", "tensors"
     (TENSORS, lambda t: t.update(extra=np.zeros(2)), "arrays nothing refers to"),
     (TENSORS, lambda t: t.update({"module_.centers": np.zeros((5, 2), np.float32)}),
      "size mismatch"),
+    # a network far too large to build is refused by its shapes, before any allocation
+    (META, lambda m: m["params"]["__dict__"].update(hidden={"__tuple__": [10**12]}),
+     "size mismatch"),
+    (META, lambda m: m["attributes"]["__dict__"].update(module_=3), "no weights for the network"),
 ])
 def test_malformed_files_are_refused_with_one_line(part, damage, message, fitted, tmp_path):
     good = fitted["dec"].save(tmp_path / "dec.safetensors")
