@@ -2,14 +2,20 @@
 
 ``X`` may be a numpy array, a torch tensor or a store layer (``store.layer(name)``);
 reporters built for large data (``KMeans``, ``PCA``) stream a layer in batches instead of
-loading it. Every reporter is registered by name for the CLI and sweep files.
+loading it. Every reporter is registered by name for the CLI and sweep files, declaring
+what it is (:func:`capabilities`); trained reporters save and load without pickle
+(``save(path)``, ``load(path)``, :func:`load_reporter`).
 
 Example:
     >>> sorted(registry())
     ['aekmeans', 'agglomerative', 'ccs', 'dec', 'deepcluster', 'gmm', 'idec', 'iic', 'kmeans', 'pca']
+    >>> [name for name in sorted(registry()) if is_clusterer(name)]
+    ['aekmeans', 'agglomerative', 'dec', 'deepcluster', 'gmm', 'idec', 'iic', 'kmeans']
 """
 
-from ._base import get_reporter, register, registry
+from ._base import (Capabilities, capabilities, configure, get_reporter, is_clusterer,
+                    is_transformer, make_reporter, register, registry)
+from ._io import load_reporter
 from .aekmeans import AEKMeans
 from .ccs import CCS, contrast_pairs
 from .dec import DEC, IDEC
@@ -23,4 +29,6 @@ from .pca import PCA
 __all__ = ["PCA", "KMeans", "GMM", "Agglomerative", "AEKMeans", "DEC", "IDEC", "IIC",
            "DeepCluster", "CCS",
            "contrast_pairs", "select_k",
+           "Capabilities", "capabilities", "configure", "is_clusterer", "is_transformer",
+           "make_reporter", "load_reporter",
            "get_reporter", "register", "registry"]

@@ -1,8 +1,10 @@
-"""The torch training loop every deep reporter shares.
+"""The torch training every deep reporter shares: the loop and the batch step.
 
-A reporter supplies its module and one epoch of work; the trainer handles the rest the
-same way for all of them: seeding, device, a progress bar, ``history_``, a NaN guard that
+A reporter supplies its module and the loss of a batch; :class:`Trainer` handles the rest
+the same way for all of them: the step, a progress bar, ``history_``, a NaN guard that
 names the epoch, and Ctrl-C, which stops training with the last good weights kept.
+:class:`TrainedReporterMixin` adds seeding, the device, scaling, streaming and the
+degeneracy warning.
 """
 
 from __future__ import annotations
@@ -15,8 +17,10 @@ from typing import Callable
 import numpy as np
 
 from ..errors import ActclustError
-from ._base import (check_data, check_finite_rows, check_n_clusters, check_varying,
-                    is_layer_view, iter_rows, seed_from)
+from ._base import (DEVICE, MEMORY_BUDGET, N_CLUSTERS, check_data, check_finite_rows,
+                    check_n_clusters, check_varying, is_layer_view, iter_rows, seed_from,
+                    warn_fewer_clusters)
+from ._io import ReporterFileMixin
 
 
 class TrainingDiverged(ActclustError):
@@ -93,14 +97,35 @@ def map_rows(fn, data, chunk: int = ROW_CHUNK) -> np.ndarray:
     return np.concatenate(outputs)
 
 
-class TrainedReporterMixin:
-    """Fit and inference plumbing every trained reporter shares.
+class TorchReporterMixin(ReporterFileMixin):
+    """What every reporter that trains with torch shares: a ``device`` (any torch device
+    name; checked at fit time by ``actclust._util.devices.resolve_device``),
+    ``random_state``, and save/load without pickle."""
+
+    _parameter_constraints = {"device": DEVICE, "random_state": ["random_state"]}
+
+
+class TrainedReporterMixin(TorchReporterMixin):
+    """Fit and inference plumbing every trained clusterer shares.
 
     Rows are centred and divided by one global scale (or per column with
     ``per_column=True``), once at fit time; inference applies the same scaling. A store
     layer larger than ``memory_budget_gb`` is streamed: batches are read from its memory
     map as training needs them, and full passes (assignments, features) go in chunks.
     """
+
+    _parameter_constraints = {**TorchReporterMixin._parameter_constraints,
+                              "n_clusters": N_CLUSTERS, "memory_budget_gb": MEMORY_BUDGET,
+                              "progress": ["boolean"]}
+
+    # Why a trained clusterer ends with fewer clusters than asked, and what to try.
+    collapse_hint = ("training collapsed onto fewer clusters; try another random_state, a "
+                     "lower learning rate or fewer clusters")
+
+    def _check_degenerate(self) -> None:
+        """The one degeneracy check: a ``ConvergenceWarning`` when ``labels_`` hold fewer
+        distinct clusters than ``n_clusters``."""
+        warn_fewer_clusters(self, self.labels_, self.n_clusters, self.collapse_hint)
 
     def _start_fit(self, X, per_column: bool = False, scale: bool = True):
         """Validate ``X``, seed torch, choose the device and scale the rows (``scale=False``
@@ -116,7 +141,7 @@ class TrainedReporterMixin:
         from .._util.devices import resolve_device
 
         streamed = is_layer_view(X) and len(X.shape) == 2 and \
-            X.shape[0] * X.shape[1] * 4 > getattr(self, "memory_budget_gb", 2.0) * 2**30
+            X.shape[0] * X.shape[1] * 4 > self.memory_budget_gb * 2**30
         if streamed:
             self.n_features_in_ = X.shape[1]
         else:
@@ -171,49 +196,160 @@ def batches(n: int, batch_size: int, generator):
     return torch.randperm(n, generator=generator).split(batch_size)
 
 
-def train(module, epochs: int, run_epoch: Callable[[int], dict], *, name: str, lr: float,
-          progress: bool = False, history: list | None = None) -> list:
-    """Run ``run_epoch(epoch) -> dict`` for up to ``epochs`` epochs.
+class _NonFinite(Exception):
+    """A batch's loss was NaN or infinite (caught by :meth:`Trainer.run`)."""
 
-    Each returned dict is appended to ``history`` (with its ``epoch``); a ``loss`` that is
-    not finite raises :class:`TrainingDiverged` naming the epoch and the learning rate, after
-    restoring the weights of the last good epoch. A dict with ``stop: True`` ends training
-    early (convergence). Ctrl-C ends training with the last good weights and a warning.
+    def __init__(self, loss):
+        super().__init__(loss)
+        self.loss = loss
+
+
+class LossSum:
+    """The losses of one epoch's batches: ``total`` sums each scalar loss times its
+    batch's rows (a row-weighted mean follows), ``parts`` sums vector losses (one per
+    head) step by step; ``rows`` and ``steps`` count them."""
+
+    def __init__(self):
+        self.total, self.rows, self.steps, self.parts = 0.0, 0, 0, None
+
+    def add(self, loss, rows: int) -> None:
+        if loss.dim() == 0:
+            self.total += loss.item() * rows
+        else:
+            values = loss.cpu().numpy()
+            if self.parts is None:
+                self.parts = np.zeros(len(values))
+            self.parts += values
+        self.rows += rows
+        self.steps += 1
+
+    def mean(self, rows: int | None = None) -> float:
+        """Row-weighted mean loss over ``rows`` (default: the rows that were stepped)."""
+        return self.total / (self.rows if rows is None else rows)
+
+    def mean_parts(self, n_parts: int) -> np.ndarray:
+        """Mean of each part of a vector loss over the steps (zeros when none ran)."""
+        parts = np.zeros(n_parts) if self.parts is None else self.parts
+        return parts / max(self.steps, 1)
+
+
+class Trainer:
+    """The training loop and the batch step of every trained reporter (skorch's
+    ``fit_loop`` / ``train_step`` / ``get_loss`` split).
+
+    A reporter supplies its module (every tensor it trains lives in it, so restoring the
+    module restores everything) and, per batch, a function that returns the loss. The
+    trainer owns the rest, the same way for all: the step (``zero_grad``, loss,
+    ``backward``, ``step``), the loss sums, a progress bar, ``history`` (one dict per
+    epoch), a NaN guard (a non-finite loss restores the weights of the last good epoch
+    and raises :class:`TrainingDiverged` naming the epoch and the learning rate) and
+    Ctrl-C (training stops with the last good weights kept and a warning; later phases
+    of the same fit do not start).
 
     Example:
         >>> import torch
-        >>> m = torch.nn.Linear(2, 1)
-        >>> h = train(m, 3, lambda e: {"loss": 1.0 / (e + 1)}, name="toy", lr=0.1)
-        >>> [round(r["loss"], 2) for r in h]
-        [1.0, 0.5, 0.33]
+        >>> net = torch.nn.Linear(2, 1)
+        >>> opt = torch.optim.SGD(net.parameters(), lr=0.1)
+        >>> x, y = torch.ones(4, 2), torch.zeros(4, 1)
+        >>> trainer = Trainer()
+        >>> def epoch(_):
+        ...     losses = trainer.run_batches([torch.arange(4)],
+        ...         lambda idx: torch.nn.functional.mse_loss(net(x[idx]), y[idx]), opt)
+        ...     return {"loss": losses.mean()}
+        >>> history = trainer.run(net, 3, epoch, name="toy", lr=0.1)
+        >>> len(history), history[2]["loss"] < history[0]["loss"]
+        (3, True)
     """
-    from .._progress import tqdm
 
-    history = [] if history is None else history
-    good = copy.deepcopy(module.state_dict())
-    bar = tqdm(range(epochs), desc=name, unit="epoch", disable=not progress, leave=False)
-    try:
-        for epoch in bar:
-            record = {"epoch": len(history), **run_epoch(epoch)}
-            loss = record.get("loss")
-            if loss is not None and not math.isfinite(loss):
-                module.load_state_dict(good)
-                raise TrainingDiverged(
-                    f"{name}: the loss became {loss} at epoch {record['epoch']}; the weights "
-                    f"of the epoch before are kept. Lower the learning rate (now {lr:g}).")
-            history.append(record)
-            good = copy.deepcopy(module.state_dict())
-            if loss is not None:
-                bar.set_postfix(loss=f"{loss:.4g}")
-            if record.get("stop"):
-                break
-    except KeyboardInterrupt:
-        module.load_state_dict(good)
-        warnings.warn(f"{name}: interrupted after {len(history)} epochs; the last good "
-                      "weights are kept", RuntimeWarning, stacklevel=2)
-    finally:
-        bar.close()
-    return history
+    def __init__(self, progress: bool = False):
+        self.progress = progress
+        self.history: list = []
+        self.interrupted = False
+
+    # -- the batch step --------------------------------------------------------------
+    def train_step(self, get_loss: Callable, *optimizers):
+        """One batch: zero the gradients, ``get_loss()`` (a scalar tensor, or a vector of
+        losses that are summed for the backward pass), backpropagate, step every
+        optimiser. Returns the loss, detached. A non-finite loss stops before any step."""
+        for opt in optimizers:
+            opt.zero_grad()
+        loss = get_loss()
+        if not _all_finite(loss):
+            raise _NonFinite(float(loss.detach().sum()))
+        (loss if loss.dim() == 0 else loss.sum()).backward()
+        for opt in optimizers:
+            opt.step()
+        return loss.detach()
+
+    def run_batches(self, index_batches, get_loss: Callable, *optimizers,
+                    min_rows: int = 1) -> LossSum:
+        """:meth:`train_step` over each index batch (``get_loss(idx)``), skipping batches
+        of fewer than ``min_rows`` rows (batch norm needs two); returns the loss sums."""
+        losses = LossSum()
+        for idx in index_batches:
+            if len(idx) < min_rows:
+                continue
+            losses.add(self.train_step(lambda: get_loss(idx), *optimizers), len(idx))
+        return losses
+
+    # -- the loop ------------------------------------------------------------------------
+    def run(self, module, epochs: int, run_epoch: Callable[[int], dict], *, name: str,
+            lr: float) -> list:
+        """Run ``run_epoch(epoch) -> dict`` for up to ``epochs`` epochs on ``module``;
+        returns this run's records, which are also appended to :attr:`history` (each
+        with its ``epoch``, counted over the whole history).
+
+        A record with ``stop: True`` ends training early (convergence). After an
+        interruption nothing more runs (an empty list is returned).
+        """
+        from .._progress import tqdm
+
+        records: list = []
+        if self.interrupted:
+            return records
+        good = copy.deepcopy(module.state_dict())
+        bar = tqdm(range(epochs), desc=name, unit="epoch", disable=not self.progress,
+                   leave=False)
+        try:
+            for epoch in bar:
+                number = len(self.history)
+                try:
+                    record = {"epoch": number, **run_epoch(epoch)}
+                except _NonFinite as err:
+                    record = {"epoch": number, "loss": err.loss}
+                loss = record.get("loss")
+                if loss is not None and not math.isfinite(loss):
+                    _restore(module, good)
+                    raise TrainingDiverged(
+                        f"{name}: the loss became {loss} at epoch {number}; the weights of "
+                        f"the epoch before are kept. Lower the learning rate (now {lr:g}).")
+                self.history.append(record)
+                records.append(record)
+                good = copy.deepcopy(module.state_dict())
+                if loss is not None:
+                    bar.set_postfix(loss=f"{loss:.4g}")
+                if record.get("stop"):
+                    break
+        except KeyboardInterrupt:
+            _restore(module, good)
+            self.interrupted = True
+            warnings.warn(f"{name}: interrupted after {len(records)} epochs; the last good "
+                          "weights are kept", RuntimeWarning, stacklevel=2)
+        finally:
+            bar.close()
+        return records
+
+
+def _all_finite(loss) -> bool:
+    import torch
+
+    return bool(torch.isfinite(loss).all())
+
+
+def _restore(module, good: dict) -> None:
+    """Load the last good weights. A parameter created after that snapshot (DeepCluster's
+    head, re-made each epoch) has no earlier weights and is left as it is."""
+    module.load_state_dict(good, strict=False)
 
 
 def degenerate(labels: np.ndarray, n_clusters: int, share: float = 0.9) -> bool:

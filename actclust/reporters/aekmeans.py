@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
+import warnings
 from numbers import Integral, Real
 
-import numpy as np
-from sklearn.base import BaseEstimator, ClusterMixin, TransformerMixin, _fit_context
-from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.base import BaseEstimator, ClusterMixin, TransformerMixin
+from sklearn.exceptions import ConvergenceWarning
 
-from ._base import register
-from ._trainer import TrainedReporterMixin
+from ._base import Interval, fit_context, register
+from ._trainer import TrainedReporterMixin, Trainer, batches
 
 
 def _autoencoder(d_in: int, hidden: tuple, d_code: int):
@@ -25,7 +25,7 @@ def _autoencoder(d_in: int, hidden: tuple, d_code: int):
                           "decoder": nn.Sequential(*dec[:-1])})
 
 
-@register("aekmeans")
+@register("aekmeans", cost="trained", streams=True)
 class AEKMeans(TrainedReporterMixin, ClusterMixin, TransformerMixin, BaseEstimator):
     """Train a small autoencoder on the activations, then k-means its code.
 
@@ -44,8 +44,12 @@ class AEKMeans(TrainedReporterMixin, ClusterMixin, TransformerMixin, BaseEstimat
         batch_size: rows per training batch.
         lr: Adam's learning rate.
         n_init: k-means runs on the code.
-        device: ``"auto"`` (CUDA when present), ``"cpu"`` or ``"cuda"``.
+        standardize: scale each column to unit variance instead of one global scale.
+        memory_budget_gb: a store layer larger than this is streamed from its memory map,
+            never loaded whole.
+        device: ``"auto"`` (CUDA when present), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
         random_state: seeds weights, batches and k-means.
+        progress: show a progress bar.
 
     Attributes:
         labels_: cluster of each training row.
@@ -63,7 +67,7 @@ class AEKMeans(TrainedReporterMixin, ClusterMixin, TransformerMixin, BaseEstimat
     """
 
     _parameter_constraints = {
-        "n_clusters": [Interval(Integral, 2, None, closed="left")],
+        **TrainedReporterMixin._parameter_constraints,
         "hidden": ["array-like"],
         "code_dim": [Interval(Integral, 1, None, closed="left")],
         "epochs": [Interval(Integral, 1, None, closed="left")],
@@ -71,13 +75,11 @@ class AEKMeans(TrainedReporterMixin, ClusterMixin, TransformerMixin, BaseEstimat
         "lr": [Interval(Real, 0, None, closed="neither")],
         "n_init": [Interval(Integral, 1, None, closed="left")],
         "standardize": ["boolean"],
-        "device": [StrOptions({"auto", "cpu", "cuda"})],
-        "random_state": ["random_state"],
     }
 
     def __init__(self, n_clusters=8, *, hidden=(256,), code_dim=10, epochs=50,
-                 batch_size=256, lr=1e-3, n_init=5, standardize=False, device="auto",
-                 random_state=None):
+                 batch_size=256, lr=1e-3, n_init=5, standardize=False, memory_budget_gb=2.0,
+                 device="auto", random_state=None, progress=False):
         self.n_clusters = n_clusters
         self.hidden = hidden
         self.code_dim = code_dim
@@ -86,10 +88,12 @@ class AEKMeans(TrainedReporterMixin, ClusterMixin, TransformerMixin, BaseEstimat
         self.lr = lr
         self.n_init = n_init
         self.standardize = standardize
+        self.memory_budget_gb = memory_budget_gb
         self.device = device
         self.random_state = random_state
+        self.progress = progress
 
-    @_fit_context(prefer_skip_nested_validation=True)
+    @fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y=None):
         """Train the autoencoder on ``X`` and cluster the codes; ``y`` is ignored."""
         import torch
@@ -97,32 +101,35 @@ class AEKMeans(TrainedReporterMixin, ClusterMixin, TransformerMixin, BaseEstimat
         from .kmeans import KMeans
 
         X, seed, generator, device, data = self._start_fit(X, per_column=self.standardize)
-        module = _autoencoder(X.shape[1], tuple(self.hidden), self.code_dim).to(device)
+        module = self._build_module("module_").to(device)
         opt = torch.optim.Adam(module.parameters(), lr=self.lr)
-        self.history_ = []
-        for epoch in range(self.epochs):
-            total = 0.0
-            for idx in torch.randperm(len(data), generator=generator).split(self.batch_size):
-                batch = data[idx.to(device)]
-                loss = torch.nn.functional.mse_loss(
-                    module["decoder"](module["encoder"](batch)), batch)
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-                total += loss.item() * len(idx)
-            mean_loss = total / len(data)
-            if not np.isfinite(mean_loss):
-                raise ValueError(f"AEKMeans: the reconstruction loss became {mean_loss} at "
-                                 f"epoch {epoch}; lower lr (now {self.lr})")
-            self.history_.append({"epoch": epoch, "loss": mean_loss})
+        trainer = Trainer(self.progress)
+
+        def reconstruction(idx):
+            batch = data[idx.to(device)]
+            return torch.nn.functional.mse_loss(module["decoder"](module["encoder"](batch)),
+                                                batch)
+
+        def epoch(_):
+            losses = trainer.run_batches(batches(len(data), self.batch_size, generator),
+                                         reconstruction, opt)
+            return {"loss": losses.mean(len(data))}
+
+        self.history_ = trainer.run(module, self.epochs, epoch, name="AEKMeans", lr=self.lr)
         self.module_ = module.cpu().eval()
         codes = self.transform(X)
-        self.kmeans_ = KMeans(self.n_clusters, n_init=self.n_init, random_state=seed,
-                              device="cpu").fit(codes)
+        with warnings.catch_warnings():  # too few clusters is reported once, below
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            self.kmeans_ = KMeans(self.n_clusters, n_init=self.n_init, random_state=seed,
+                                  device="cpu").fit(codes)
         self.labels_ = self.kmeans_.labels_
         self.cluster_centers_ = self.kmeans_.cluster_centers_
-        self.n_iter_ = self.epochs
+        self.n_iter_ = len(self.history_)
+        self._check_degenerate()
         return self
+
+    def _build_module(self, name):
+        return _autoencoder(self.n_features_in_, tuple(self.hidden), self.code_dim)
 
     def transform(self, X):
         """The autoencoder's code for each row."""
@@ -132,6 +139,3 @@ class AEKMeans(TrainedReporterMixin, ClusterMixin, TransformerMixin, BaseEstimat
         """Cluster of each row's code."""
         codes = self.transform(X)
         return self.kmeans_.predict(codes)
-
-    def fit_predict(self, X, y=None):
-        return self.fit(X).labels_

@@ -5,15 +5,15 @@ from __future__ import annotations
 from numbers import Integral
 
 import numpy as np
-from sklearn.base import BaseEstimator, ClusterMixin, _fit_context
+from sklearn.base import BaseEstimator, ClusterMixin
 from sklearn.cluster import AgglomerativeClustering
-from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
-from ._base import check_data, check_n_clusters, register, seed_from
+from ._base import (CLUSTERER_CONSTRAINTS, Interval, StrOptions, check_data, check_n_clusters,
+                    fit_context, register, seed_from)
 
 
-@register("agglomerative")
+@register("agglomerative", cost="quadratic")
 class Agglomerative(ClusterMixin, BaseEstimator):
     """Agglomerative clustering (scikit-learn) with Ward, average, complete or single linkage.
 
@@ -36,10 +36,9 @@ class Agglomerative(ClusterMixin, BaseEstimator):
     """
 
     _parameter_constraints = {
-        "n_clusters": [Interval(Integral, 2, None, closed="left")],
+        **CLUSTERER_CONSTRAINTS,
         "linkage": [StrOptions({"ward", "average", "complete", "single"})],
         "max_points": [Interval(Integral, 2, None, closed="left")],
-        "random_state": ["random_state"],
     }
 
     def __init__(self, n_clusters=8, *, linkage="ward", max_points=5000, random_state=None):
@@ -48,7 +47,7 @@ class Agglomerative(ClusterMixin, BaseEstimator):
         self.max_points = max_points
         self.random_state = random_state
 
-    @_fit_context(prefer_skip_nested_validation=True)
+    @fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y=None):
         """Cluster ``X`` (array, tensor or store layer); ``y`` is ignored."""
         X = check_data(self, X)
@@ -68,9 +67,6 @@ class Agglomerative(ClusterMixin, BaseEstimator):
         self.cluster_means_ = np.stack([X[self.labels_ == c].mean(0)
                                         for c in range(self.n_clusters)])
         return self
-
-    def fit_predict(self, X, y=None):
-        return self.fit(X).labels_
 
     def predict(self, X):
         """Nearest cluster mean for each row (agglomerative itself has no predict)."""

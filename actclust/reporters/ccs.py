@@ -6,13 +6,13 @@ from numbers import Integral, Real
 
 import numpy as np
 import pandas as pd
-from sklearn.base import BaseEstimator, ClusterMixin, _fit_context
-from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.base import BaseEstimator, ClusterMixin
 from sklearn.utils.validation import check_is_fitted
 
 from ..errors import ActclustError
-from ._base import check_data, register, seed_from
-from ._trainer import seed_everything, train
+from ._base import (Interval, StrOptions, check_data, fit_context, register, seed_from,
+                    warn_fewer_clusters)
+from ._trainer import TorchReporterMixin, Trainer, seed_everything
 
 
 def contrast_pairs(store, layer: str, pair_column: str = "statement_id",
@@ -53,8 +53,8 @@ def contrast_pairs(store, layer: str, pair_column: str = "statement_id",
     return np.asarray(X[pos]), np.asarray(X[neg]), y
 
 
-@register("ccs")
-class CCS(ClusterMixin, BaseEstimator):
+@register("ccs", kind="contrast", cost="trained")
+class CCS(TorchReporterMixin, ClusterMixin, BaseEstimator):
     """Contrast-consistent search: an unsupervised truth direction from contrast pairs.
 
     ``X`` holds each pair on one row, the positive side's activations then the negative
@@ -78,7 +78,17 @@ class CCS(ClusterMixin, BaseEstimator):
         history_: losses of the kept start, one dict per epoch.
         tries_: final loss of every start.
         n_iter_: epochs of the kept start.
-        degenerate_: every pair got the same answer (the collapsed p = 0.5 solution).
+        degenerate_: every pair got the same answer (the collapsed p = 0.5 solution);
+            a ``ConvergenceWarning`` says so too.
+
+    Parameters:
+        n_tries: random starts; the one with the lowest final loss is kept.
+        epochs: full-batch Adam steps per start.
+        lr: AdamW's learning rate.
+        weight_decay: AdamW's weight decay.
+        normalize: ``"mean"`` (centre each side) or ``"variance"`` (and scale each column).
+        device: ``"auto"`` (CUDA when present), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
+        random_state: seeds each start's initial weights.
 
     Example:
         >>> rng = np.random.default_rng(0)
@@ -93,13 +103,12 @@ class CCS(ClusterMixin, BaseEstimator):
     """
 
     _parameter_constraints = {
+        **TorchReporterMixin._parameter_constraints,
         "n_tries": [Interval(Integral, 1, None, closed="left")],
         "epochs": [Interval(Integral, 1, None, closed="left")],
         "lr": [Interval(Real, 0, None, closed="neither")],
         "weight_decay": [Interval(Real, 0, None, closed="left")],
         "normalize": [StrOptions({"mean", "variance"})],
-        "device": [StrOptions({"auto", "cpu", "cuda"})],
-        "random_state": ["random_state"],
     }
 
     def __init__(self, *, n_tries=10, epochs=1000, lr=1e-3, weight_decay=0.01,
@@ -124,7 +133,7 @@ class CCS(ClusterMixin, BaseEstimator):
         std = side.std(0) if self.normalize == "variance" else np.ones(side.shape[1])
         return mean, np.where(std > 0, std, 1.0)
 
-    @_fit_context(prefer_skip_nested_validation=True)
+    @fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y=None):
         """Find the direction from unlabelled pairs; ``y`` is ignored."""
         import torch
@@ -142,26 +151,35 @@ class CCS(ClusterMixin, BaseEstimator):
         seed = seed_from(self.random_state)
         best = None
         self.tries_ = []
+
+        def consistency_confidence(probe):
+            p_pos = torch.sigmoid(probe(x_pos)).squeeze(1)
+            p_neg = torch.sigmoid(probe(x_neg)).squeeze(1)
+            return ((p_pos - (1 - p_neg)) ** 2).mean() + \
+                (torch.minimum(p_pos, p_neg) ** 2).mean()
+
         for attempt in range(self.n_tries):
             seed_everything(seed + attempt)
             probe = torch.nn.Linear(pos.shape[1], 1).to(device)
             opt = torch.optim.AdamW(probe.parameters(), lr=self.lr,
                                     weight_decay=self.weight_decay)
+            trainer = Trainer()  # one per start: each start's history begins at epoch 0
 
-            def epoch(_, probe=probe, opt=opt):
-                p_pos = torch.sigmoid(probe(x_pos)).squeeze(1)
-                p_neg = torch.sigmoid(probe(x_neg)).squeeze(1)
-                loss = ((p_pos - (1 - p_neg)) ** 2).mean() + \
-                    (torch.minimum(p_pos, p_neg) ** 2).mean()
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
+            def epoch(_, probe=probe, opt=opt, trainer=trainer):
+                loss = trainer.train_step(lambda: consistency_confidence(probe), opt)
                 return {"loss": loss.item()}
 
-            history = train(probe, self.epochs, epoch, name=f"CCS start {attempt}", lr=self.lr)
+            history = trainer.run(probe, self.epochs, epoch, name=f"CCS start {attempt}",
+                                  lr=self.lr)
+            if not history:  # interrupted before a single epoch
+                break
             self.tries_.append(history[-1]["loss"])
             if best is None or history[-1]["loss"] < best[1][-1]["loss"]:
                 best = (probe, history)
+            if trainer.interrupted:
+                break
+        if best is None:
+            raise KeyboardInterrupt
         probe, self.history_ = best
         self.loss_ = self.history_[-1]["loss"]
         self.coef_ = probe.weight.detach().cpu().numpy()[0]
@@ -170,7 +188,9 @@ class CCS(ClusterMixin, BaseEstimator):
         self.labels_ = self.predict(X)
         # The trivial solution p = 0.5 everywhere has consistency 0 and confidence 0.25:
         # it is what CCS finds when the layer holds no consistent direction.
-        self.degenerate_ = bool(len(np.unique(self.labels_)) < 2)
+        self.degenerate_ = warn_fewer_clusters(
+            self, self.labels_, 2, "every pair got the same answer: the layer may hold no "
+            "consistent truth direction (the collapsed p = 0.5 solution)") < 2
         return self
 
     def _normalized(self, pos, neg):
@@ -188,10 +208,8 @@ class CCS(ClusterMixin, BaseEstimator):
         return 0.5 * (p_pos + 1.0 - p_neg)
 
     def predict(self, X):
+        """1 where the pair's positive side is judged true."""
         return (self.predict_proba(X) > 0.5).astype(np.int64)
-
-    def fit_predict(self, X, y=None):
-        return self.fit(X).labels_
 
     def accuracy(self, X, y) -> float:
         """Accuracy against binary labels, up to the sign CCS cannot know (>= 0.5)."""

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
+import warnings
 from numbers import Integral, Real
-from pathlib import Path
 
 import numpy as np
-from sklearn.base import BaseEstimator, ClusterMixin, TransformerMixin, _fit_context
-from sklearn.utils._param_validation import Interval, StrOptions
-from sklearn.utils.validation import check_is_fitted
+from sklearn.base import BaseEstimator, ClusterMixin, TransformerMixin
+from sklearn.exceptions import ConvergenceWarning
 
-from ._base import register
-from ._trainer import TrainedReporterMixin, batches, degenerate, map_rows, train
+from ._base import Interval, StrOptions, fit_context, register
+from ._trainer import TrainedReporterMixin, Trainer, batches, degenerate, map_rows
 
 
 def _autoencoder(d_in: int, hidden: tuple, d_embed: int):
@@ -48,7 +47,7 @@ def target_distribution(q):
     return weight / weight.sum(1, keepdim=True)
 
 
-@register("dec")
+@register("dec", cost="trained", streams=True)
 class DEC(TrainedReporterMixin, ClusterMixin, TransformerMixin, BaseEstimator):
     """Deep Embedded Clustering (Xie, Girshick & Farhadi, ICML 2016).
 
@@ -86,14 +85,15 @@ class DEC(TrainedReporterMixin, ClusterMixin, TransformerMixin, BaseEstimator):
         n_init: k-means runs that initialise the centres.
         memory_budget_gb: a store layer larger than this is streamed from its memory map,
             never loaded whole.
-        device: ``"auto"`` (CUDA when present), ``"cpu"`` or ``"cuda"``.
+        device: ``"auto"`` (CUDA when present), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
         random_state: seeds weights, batches and k-means.
         progress: show a progress bar.
 
     Attributes:
         labels_: cluster of each training row.
         cluster_centers_: the centres, in embedding space.
-        module_: the autoencoder, on CPU.
+        module_: the autoencoder, on CPU; its ``centers`` parameter holds the centres, so
+            restoring the module restores them too.
         history_: one dict per pretraining epoch and per target update (``phase``,
             ``loss``, ``delta_label``, ``largest_cluster``, ``degenerate``).
         n_iter_: target updates made.
@@ -109,7 +109,7 @@ class DEC(TrainedReporterMixin, ClusterMixin, TransformerMixin, BaseEstimator):
     keeps_decoder = False  # IDEC trains on reconstruction + gamma * KL
 
     _parameter_constraints = {
-        "n_clusters": [Interval(Integral, 2, None, closed="left")],
+        **TrainedReporterMixin._parameter_constraints,
         "embed_dim": [Interval(Integral, 1, None, closed="left")],
         "hidden": ["array-like"],
         "pretrain": [StrOptions({"end-to-end", "layerwise"})],
@@ -124,10 +124,6 @@ class DEC(TrainedReporterMixin, ClusterMixin, TransformerMixin, BaseEstimator):
         "alpha": [Interval(Real, 0, None, closed="neither")],
         "batch_size": [Interval(Integral, 1, None, closed="left")],
         "n_init": [Interval(Integral, 1, None, closed="left")],
-        "memory_budget_gb": [Interval(Real, 0, None, closed="neither")],
-        "device": [StrOptions({"auto", "cpu", "cuda"})],
-        "random_state": ["random_state"],
-        "progress": ["boolean"],
     }
 
     def __init__(self, n_clusters=10, *, embed_dim=10, hidden=(500, 500, 2000),
@@ -155,45 +151,55 @@ class DEC(TrainedReporterMixin, ClusterMixin, TransformerMixin, BaseEstimator):
         self.random_state = random_state
         self.progress = progress
 
-    @_fit_context(prefer_skip_nested_validation=True)
+    @fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y=None):
         """Pretrain, initialise centres, then train on KL(P || Q); ``y`` is ignored."""
         X, seed, generator, self.device_, data = self._start_fit(X)
-        module = _autoencoder(X.shape[1], tuple(self.hidden), self.embed_dim).to(self.device_)
-        self.history_ = []
-        self._pretrain(module, data, generator)
-        centers = self._init_centers(module, data, seed)
-        self._cluster(module, centers, data, generator)
+        module = self._build_module("module_").to(self.device_)
+        trainer = Trainer(self.progress)
+        self._pretrain(trainer, module, data, generator)
+        self._init_centers(module, data, seed)
+        self._cluster(trainer, module, data, generator)
+        self.history_ = trainer.history
         self.module_ = module.cpu().eval()
-        self.cluster_centers_ = centers.detach().cpu().numpy()
+        self.cluster_centers_ = module.centers.detach().numpy().copy()
         self.labels_ = self.predict(X)
         self.n_iter_ = sum(1 for h in self.history_ if h["phase"] == "cluster")
+        self._check_degenerate()
         return self
 
+    def _build_module(self, name):
+        """The autoencoder, with the centres as a parameter (filled in by k-means)."""
+        import torch
+
+        module = _autoencoder(self.n_features_in_, tuple(self.hidden), self.embed_dim)
+        module.register_parameter(
+            "centers", torch.nn.Parameter(torch.zeros(self.n_clusters, self.embed_dim)))
+        return module
+
     # -- phases -------------------------------------------------------------------------
-    def _pretrain(self, module, data, generator) -> None:
+    def _pretrain(self, trainer, module, data, generator) -> None:
         import torch
 
         if self.pretrain == "layerwise":
-            self._pretrain_layerwise(module, data, generator)
-        opt = torch.optim.Adam(module.parameters(), lr=self.pretrain_lr)
+            self._pretrain_layerwise(trainer, module, data, generator)
+        opt = torch.optim.Adam(list(module["encoder"].parameters())
+                               + list(module["decoder"].parameters()), lr=self.pretrain_lr)
+
+        def reconstruction(idx):
+            batch = data[idx.to(data.device)]
+            return torch.nn.functional.mse_loss(module["decoder"](module["encoder"](batch)),
+                                                batch)
 
         def epoch(_):
-            total = 0.0
-            for idx in batches(len(data), self.batch_size, generator):
-                batch = data[idx.to(data.device)]
-                loss = torch.nn.functional.mse_loss(module["decoder"](module["encoder"](batch)),
-                                                    batch)
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-                total += loss.item() * len(idx)
-            return {"phase": "pretrain", "loss": total / len(data)}
+            losses = trainer.run_batches(batches(len(data), self.batch_size, generator),
+                                         reconstruction, opt)
+            return {"phase": "pretrain", "loss": losses.mean(len(data))}
 
-        train(module, self.pretrain_epochs, epoch, name=f"{type(self).__name__} pretrain",
-              lr=self.pretrain_lr, progress=self.progress, history=self.history_)
+        trainer.run(module, self.pretrain_epochs, epoch, name=f"{type(self).__name__} pretrain",
+                    lr=self.pretrain_lr)
 
-    def _pretrain_layerwise(self, module, data, generator) -> None:
+    def _pretrain_layerwise(self, trainer, module, data, generator) -> None:
         """Stacked denoising autoencoders: each encoder layer with its mirror decoder layer,
         trained on the (frozen) output of the layers below, input corrupted by dropout.
         Each batch goes through the frozen layers as it is drawn, so no layer's output is
@@ -216,43 +222,65 @@ class DEC(TrainedReporterMixin, ClusterMixin, TransformerMixin, BaseEstimator):
             opt = torch.optim.Adam(params, lr=self.pretrain_lr)
             pair = nn.ModuleList([enc, dec])
 
-            def epoch(_, enc=enc, dec=dec, opt=opt, last=last, depth=depth):
-                total = 0.0
-                for idx in batches(len(data), self.batch_size, generator):
-                    clean = below(data[idx.to(data.device)], depth)
-                    hidden = enc(nn.functional.dropout(clean, self.dropout))
-                    hidden = hidden if last else torch.relu(hidden)
-                    out = dec(nn.functional.dropout(hidden, self.dropout))
-                    out = out if depth == 0 else torch.relu(out)
-                    loss = nn.functional.mse_loss(out, clean)
-                    opt.zero_grad()
-                    loss.backward()
-                    opt.step()
-                    total += loss.item() * len(idx)
-                return {"phase": f"pretrain layer {depth}", "loss": total / len(data)}
+            def denoising(idx, enc=enc, dec=dec, last=last, depth=depth):
+                clean = below(data[idx.to(data.device)], depth)
+                hidden = enc(nn.functional.dropout(clean, self.dropout))
+                hidden = hidden if last else torch.relu(hidden)
+                out = dec(nn.functional.dropout(hidden, self.dropout))
+                out = out if depth == 0 else torch.relu(out)
+                return nn.functional.mse_loss(out, clean)
 
-            train(pair, self.pretrain_epochs, epoch, name=f"DEC layer {depth}",
-                  lr=self.pretrain_lr, progress=self.progress, history=self.history_)
+            def epoch(_, opt=opt, depth=depth, loss=denoising):
+                losses = trainer.run_batches(batches(len(data), self.batch_size, generator),
+                                             loss, opt)
+                return {"phase": f"pretrain layer {depth}", "loss": losses.mean(len(data))}
 
-    def _init_centers(self, module, data, seed):
+            trainer.run(pair, self.pretrain_epochs, epoch, name=f"DEC layer {depth}",
+                        lr=self.pretrain_lr)
+
+    def _init_centers(self, module, data, seed) -> None:
         import torch
 
         from .kmeans import KMeans
 
         z = map_rows(module["encoder"], data)
-        km = KMeans(self.n_clusters, n_init=self.n_init, random_state=seed, device="cpu",
-                    max_points_per_centroid=None).fit(z)
-        return torch.nn.Parameter(torch.from_numpy(km.cluster_centers_).to(data.device))
+        with warnings.catch_warnings():  # too few clusters is reported once, after fit
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            km = KMeans(self.n_clusters, n_init=self.n_init, random_state=seed, device="cpu",
+                        max_points_per_centroid=None).fit(z)
+        with torch.no_grad():
+            module.centers.copy_(torch.from_numpy(km.cluster_centers_))
 
-    def _cluster(self, module, centers, data, generator) -> None:
+    def _cluster(self, trainer, module, data, generator) -> None:
         import torch
 
+        centers = module.centers
         params = list(module["encoder"].parameters()) + [centers]
         if self.keeps_decoder:
             params += list(module["decoder"].parameters())
         opt = torch.optim.SGD(params, lr=self.lr, momentum=self.momentum)
         interval = self.update_interval or max(1, -(-len(data) // self.batch_size))
         state = {"labels": None}
+
+        def steps():
+            """``interval`` index batches, cycling through fresh shuffles."""
+            order = iter(())
+            for _step in range(interval):
+                idx = next(order, None)
+                if idx is None:
+                    order = iter(batches(len(data), self.batch_size, generator))
+                    idx = next(order)
+                yield idx.to(data.device)
+
+        def clustering(idx, p):
+            batch = data[idx]
+            z = module["encoder"](batch)
+            loss = torch.nn.functional.kl_div(soft_assign(z, centers, self.alpha).log(),
+                                              p[idx], reduction="batchmean")
+            if self.keeps_decoder:
+                loss = torch.nn.functional.mse_loss(module["decoder"](z), batch) + \
+                    self.gamma * loss
+            return loss
 
         def update(_):
             with torch.no_grad():
@@ -269,30 +297,11 @@ class DEC(TrainedReporterMixin, ClusterMixin, TransformerMixin, BaseEstimator):
                       "degenerate": degenerate(labels, self.n_clusters)}
             if change < self.tol:
                 return {**record, "stop": True}
-            total, seen = 0.0, 0
-            order = iter(())
-            for _step in range(interval):
-                idx = next(order, None)
-                if idx is None:
-                    order = iter(batches(len(data), self.batch_size, generator))
-                    idx = next(order)
-                idx = idx.to(data.device)
-                batch = data[idx]
-                z = module["encoder"](batch)
-                q_batch = soft_assign(z, centers, self.alpha)
-                loss = torch.nn.functional.kl_div(q_batch.log(), p[idx], reduction="batchmean")
-                if self.keeps_decoder:
-                    recon = torch.nn.functional.mse_loss(module["decoder"](z), batch)
-                    loss = recon + self.gamma * loss
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-                total += loss.item() * len(idx)
-                seen += len(idx)
-            return {**record, "loss": total / seen}
+            losses = trainer.run_batches(steps(), lambda idx: clustering(idx, p), opt)
+            return {**record, "loss": losses.mean()}
 
-        train(module, self.max_updates, update, name=f"{type(self).__name__} clustering",
-              lr=self.lr, progress=self.progress, history=self.history_)
+        trainer.run(module, self.max_updates, update, name=f"{type(self).__name__} clustering",
+                    lr=self.lr)
 
     # -- inference ------------------------------------------------------------------------
     def transform(self, X):
@@ -307,32 +316,11 @@ class DEC(TrainedReporterMixin, ClusterMixin, TransformerMixin, BaseEstimator):
         return soft_assign(z, torch.from_numpy(self.cluster_centers_), self.alpha).numpy()
 
     def predict(self, X):
+        """The most likely cluster of each row under Q."""
         return self.predict_proba(X).argmax(1)
 
-    def fit_predict(self, X, y=None):
-        return self.fit(X).labels_
 
-    def save(self, path) -> Path:
-        """Save the fitted reporter (weights on CPU) to ``path``; :func:`load` reads it."""
-        import torch
-
-        check_is_fitted(self, "module_")
-        path = Path(path)
-        torch.save(self, path)
-        return path
-
-    @classmethod
-    def load(cls, path):
-        """Read a reporter written by :meth:`save`."""
-        import torch
-
-        model = torch.load(path, map_location="cpu", weights_only=False)
-        if type(model) is not cls:
-            raise TypeError(f"{path} holds a {type(model).__name__}, not a {cls.__name__}")
-        return model
-
-
-@register("idec")
+@register("idec", cost="trained", streams=True)
 class IDEC(DEC):
     """Improved DEC (Guo, Gao, Liu & Yin, IJCAI 2017): DEC that keeps the decoder.
 

@@ -8,16 +8,16 @@ import warnings
 from numbers import Integral, Real
 
 import numpy as np
-from sklearn.base import BaseEstimator, ClusterMixin, TransformerMixin, _fit_context
+from sklearn.base import BaseEstimator, ClusterMixin, TransformerMixin
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.metrics import normalized_mutual_info_score
-from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 
-from ._base import register
-from ._trainer import TrainedReporterMixin, degenerate, map_rows, train
+from ._base import HasMethods, Interval, fit_context, register
+from ._trainer import TrainedReporterMixin, Trainer, degenerate, map_rows
 from .backbones import mlp
 
 
-@register("deepcluster")
+@register("deepcluster", cost="trained", streams=True)
 class DeepCluster(TrainedReporterMixin, ClusterMixin, TransformerMixin, BaseEstimator):
     """DeepCluster: alternate k-means pseudo-labels and training the network on them.
 
@@ -60,7 +60,7 @@ class DeepCluster(TrainedReporterMixin, ClusterMixin, TransformerMixin, BaseEsti
     """
 
     _parameter_constraints = {
-        "n_clusters": [Interval(Integral, 2, None, closed="left")],
+        **TrainedReporterMixin._parameter_constraints,
         "backbone": [None, HasMethods(["forward", "state_dict"])],
         "hidden": ["array-like"],
         "feature_dim": [Interval(Integral, 1, None, closed="left")],
@@ -70,10 +70,6 @@ class DeepCluster(TrainedReporterMixin, ClusterMixin, TransformerMixin, BaseEsti
         "lr": [Interval(Real, 0, None, closed="neither")],
         "momentum": [Interval(Real, 0, 1, closed="left")],
         "weight_decay": [Interval(Real, 0, None, closed="left")],
-        "memory_budget_gb": [Interval(Real, 0, None, closed="neither")],
-        "device": [StrOptions({"auto", "cpu", "cuda"})],
-        "random_state": ["random_state"],
-        "progress": ["boolean"],
     }
 
     def __init__(self, n_clusters=10, *, backbone=None, hidden=(512,), feature_dim=128,
@@ -95,7 +91,7 @@ class DeepCluster(TrainedReporterMixin, ClusterMixin, TransformerMixin, BaseEsti
         self.random_state = random_state
         self.progress = progress
 
-    @_fit_context(prefer_skip_nested_validation=True)
+    @fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y=None):
         """Alternate clustering and training for ``epochs``; ``y`` is ignored."""
         import torch
@@ -108,23 +104,33 @@ class DeepCluster(TrainedReporterMixin, ClusterMixin, TransformerMixin, BaseEsti
             backbone = copy.deepcopy(self.backbone).float().to(device)
             feature_dim = self._features(backbone, data[:2]).shape[1]
         else:
-            backbone = mlp(X.shape[1], (*self.hidden, self.feature_dim)).to(device)
+            backbone = self._build_module("module_").to(device)
             feature_dim = self.feature_dim
+        # Backbone and classifier head in one module, so the trainer restores both.
+        net = torch.nn.ModuleDict({"backbone": backbone})
         opt = torch.optim.SGD(backbone.parameters(), lr=self.lr, momentum=self.momentum,
                               weight_decay=self.weight_decay)
         if self.whiten_components is None:
             whiten = max(1, feature_dim // 8)
         else:
             whiten = min(self.whiten_components, feature_dim) or None
+        trainer = Trainer(self.progress)
         state = {"labels": None}
 
         def cluster(number):
             km = KMeans(self.n_clusters, whiten_components=whiten, random_state=seed + number,
                         device="cpu" if device == "cpu" else "auto", max_points_per_centroid=None)
             with warnings.catch_warnings():
-                # dead ReLU units in the backbone's own features: nothing a user can act on
+                # dead ReLU units in the backbone's own features: nothing a user can act on;
+                # too few clusters is reported once, after fit
                 warnings.filterwarnings("ignore", message=".*columns are constant")
+                warnings.simplefilter("ignore", ConvergenceWarning)
                 return km.fit(self._features(backbone, data))
+
+        def classification(idx, targets):
+            idx = idx.to(device)
+            return torch.nn.functional.cross_entropy(net["head"](backbone(data[idx])),
+                                                     targets[idx])
 
         def epoch(number):
             km = cluster(number)
@@ -132,8 +138,8 @@ class DeepCluster(TrainedReporterMixin, ClusterMixin, TransformerMixin, BaseEsti
             stability = float("nan") if state["labels"] is None else \
                 normalized_mutual_info_score(state["labels"], labels)
             state["labels"] = labels
-            head = torch.nn.Linear(feature_dim, self.n_clusters).to(device)  # re-init
-            head_opt = torch.optim.SGD(head.parameters(), lr=self.lr,
+            net["head"] = torch.nn.Linear(feature_dim, self.n_clusters).to(device)  # re-init
+            head_opt = torch.optim.SGD(net["head"].parameters(), lr=self.lr,
                                        momentum=self.momentum, weight_decay=self.weight_decay)
             # Uniform over pseudo-labels: each row weighted by 1 / its cluster's size.
             sizes = np.bincount(labels, minlength=self.n_clusters)
@@ -142,32 +148,26 @@ class DeepCluster(TrainedReporterMixin, ClusterMixin, TransformerMixin, BaseEsti
                                       generator=generator)
             targets = torch.from_numpy(labels).to(device)
             backbone.train()
-            total = 0.0
-            for idx in order.split(self.batch_size):
-                if len(idx) < 2:
-                    continue
-                idx = idx.to(device)
-                loss = torch.nn.functional.cross_entropy(head(backbone(data[idx])),
-                                                         targets[idx])
-                opt.zero_grad()
-                head_opt.zero_grad()
-                loss.backward()
-                opt.step()
-                head_opt.step()
-                total += loss.item() * len(idx)
-            return {"loss": total / len(labels), "nmi_previous": stability,
+            losses = trainer.run_batches(order.split(self.batch_size),
+                                         lambda idx: classification(idx, targets), opt,
+                                         head_opt, min_rows=2)
+            return {"loss": losses.mean(len(labels)), "nmi_previous": stability,
                     "largest_cluster": float(sizes.max() / len(labels)),
                     "degenerate": degenerate(labels, self.n_clusters)}
 
-        self.history_ = train(backbone, self.epochs, epoch, name="DeepCluster", lr=self.lr,
-                              progress=self.progress)
+        self.history_ = trainer.run(net, self.epochs, epoch, name="DeepCluster", lr=self.lr)
         # The clusters users get are those of the trained features, so that predict()
         # on the training rows gives labels_.
         self.kmeans_ = cluster(len(self.history_))
         self.labels_ = self.kmeans_.labels_
         self.module_ = backbone.cpu().eval()
         self.n_iter_ = len(self.history_)
+        self._check_degenerate()
         return self
+
+    def _build_module(self, name):
+        """The MLP backbone (a custom ``backbone`` is code, never rebuilt from a file)."""
+        return mlp(self.n_features_in_, (*self.hidden, self.feature_dim))
 
     @staticmethod
     def _features(backbone, data) -> np.ndarray:
@@ -182,6 +182,3 @@ class DeepCluster(TrainedReporterMixin, ClusterMixin, TransformerMixin, BaseEsti
         """Cluster of each row under the last epoch's k-means (whitening included)."""
         features = self.transform(X)
         return self.kmeans_.predict(features)
-
-    def fit_predict(self, X, y=None):
-        return self.fit(X).labels_

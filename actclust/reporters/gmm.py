@@ -5,13 +5,13 @@ from __future__ import annotations
 from numbers import Integral, Real
 
 import pandas as pd
-from sklearn.base import BaseEstimator, ClusterMixin, _fit_context, clone
+from sklearn.base import BaseEstimator, ClusterMixin, clone
 from sklearn.decomposition import PCA as SkPCA
 from sklearn.mixture import GaussianMixture
-from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
-from ._base import check_data, check_n_clusters, register
+from ._base import (CLUSTERER_CONSTRAINTS, Interval, StrOptions, check_data, check_n_clusters,
+                    fit_context, register)
 
 
 @register("gmm")
@@ -51,14 +51,13 @@ class GMM(ClusterMixin, BaseEstimator):
     """
 
     _parameter_constraints = {
-        "n_clusters": [Interval(Integral, 2, None, closed="left")],
+        **CLUSTERER_CONSTRAINTS,
         "covariance_type": [StrOptions({"full", "diag", "tied", "spherical"})],
         "pca_components": [None, Interval(Integral, 1, None, closed="left")],
         "n_init": [Interval(Integral, 1, None, closed="left")],
         "max_iter": [Interval(Integral, 1, None, closed="left")],
         "tol": [Interval(Real, 0, None, closed="left")],
         "reg_covar": [Interval(Real, 0, None, closed="left")],
-        "random_state": ["random_state"],
     }
 
     def __init__(self, n_clusters=8, *, covariance_type="full", pca_components=None,
@@ -72,7 +71,7 @@ class GMM(ClusterMixin, BaseEstimator):
         self.reg_covar = reg_covar
         self.random_state = random_state
 
-    @_fit_context(prefer_skip_nested_validation=True)
+    @fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y=None):
         """Fit the mixture on ``X`` (array, tensor or store layer); ``y`` is ignored."""
         X = check_data(self, X)
@@ -106,9 +105,6 @@ class GMM(ClusterMixin, BaseEstimator):
         """Most probable component of each row."""
         Z = self._checked(X)
         return self.mixture_.predict(Z)
-
-    def fit_predict(self, X, y=None):
-        return self.fit(X).labels_
 
     def predict_proba(self, X):
         """Posterior probability of each component, one row per input row."""

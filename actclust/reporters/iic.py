@@ -5,12 +5,11 @@ from __future__ import annotations
 from numbers import Integral, Real
 
 import numpy as np
-from sklearn.base import BaseEstimator, ClusterMixin, _fit_context
+from sklearn.base import BaseEstimator, ClusterMixin
 from sklearn.metrics import normalized_mutual_info_score
-from sklearn.utils._param_validation import Interval, StrOptions
 
-from ._base import register
-from ._trainer import TrainedReporterMixin, batches, degenerate, map_rows, train
+from ._base import Interval, StrOptions, fit_context, register
+from ._trainer import TrainedReporterMixin, Trainer, batches, degenerate, map_rows
 from .backbones import mlp
 
 
@@ -77,7 +76,7 @@ def _network(d_in: int, hidden: tuple, heads: dict, n_subheads: int):
     })
 
 
-@register("iic")
+@register("iic", cost="trained", streams=True)
 class IIC(TrainedReporterMixin, ClusterMixin, BaseEstimator):
     """Invariant Information Clustering for activation vectors.
 
@@ -104,6 +103,25 @@ class IIC(TrainedReporterMixin, ClusterMixin, BaseEstimator):
     0.70 ± 0.05; weight 2 with 100 epochs 0.73 ± 0.03 / 0.71 ± 0.04. Hence the default 2.
     Batches of 1,024 instead of 512 and 10 neighbours instead of 5 did not help.
 
+    Parameters:
+        n_clusters: clusters of the main head, at least 2.
+        overcluster_factor: the over-clustering head has this many times more outputs.
+        n_subheads: copies of each head; the lowest-loss copy of the main head is kept.
+        hidden: widths of the backbone's layers.
+        pairing: ``"neighbours"``, ``"noise"`` or ``"both"`` (above).
+        n_neighbors: neighbours a row may be paired with.
+        noise_scale: Gaussian noise of a noise pair, in column standard deviations.
+        dropout: input dropout of a noise pair.
+        entropy_weight: weight of the marginals' entropy (above).
+        epochs: epochs, alternating the main and the over-clustering head.
+        batch_size: rows per batch (at least 2).
+        lr: Adam's learning rate.
+        memory_budget_gb: a store layer larger than this is streamed from its memory map
+            (neighbour pairing still builds its neighbour table from all rows).
+        device: ``"auto"`` (CUDA when present), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
+        random_state: seeds weights, batches and pairs.
+        progress: show a progress bar.
+
     Attributes:
         labels_: cluster of each training row, from the kept sub-head.
         module_: backbone and heads, on CPU.
@@ -121,7 +139,7 @@ class IIC(TrainedReporterMixin, ClusterMixin, BaseEstimator):
     """
 
     _parameter_constraints = {
-        "n_clusters": [Interval(Integral, 2, None, closed="left")],
+        **TrainedReporterMixin._parameter_constraints,
         "overcluster_factor": [Interval(Integral, 1, None, closed="left")],
         "n_subheads": [Interval(Integral, 1, None, closed="left")],
         "hidden": ["array-like"],
@@ -133,10 +151,6 @@ class IIC(TrainedReporterMixin, ClusterMixin, BaseEstimator):
         "epochs": [Interval(Integral, 1, None, closed="left")],
         "batch_size": [Interval(Integral, 2, None, closed="left")],
         "lr": [Interval(Real, 0, None, closed="neither")],
-        "memory_budget_gb": [Interval(Real, 0, None, closed="neither")],
-        "device": [StrOptions({"auto", "cpu", "cuda"})],
-        "random_state": ["random_state"],
-        "progress": ["boolean"],
     }
 
     def __init__(self, n_clusters=10, *, overcluster_factor=5, n_subheads=5, hidden=(256, 128),
@@ -160,7 +174,7 @@ class IIC(TrainedReporterMixin, ClusterMixin, BaseEstimator):
         self.random_state = random_state
         self.progress = progress
 
-    @_fit_context(prefer_skip_nested_validation=True)
+    @fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y=None):
         """Train on unlabelled rows; ``y`` is ignored."""
         import torch
@@ -171,10 +185,9 @@ class IIC(TrainedReporterMixin, ClusterMixin, BaseEstimator):
         neighbours = torch.from_numpy(
             neighbour_table(X, min(self.n_neighbors, len(X) - 1))).to(device) \
             if self.pairing != "noise" else None
-        heads = {"main": self.n_clusters,
-                 "over": self.n_clusters * self.overcluster_factor}
-        module = _network(X.shape[1], tuple(self.hidden), heads, self.n_subheads).to(device)
+        module = self._build_module("module_").to(device)
         opt = torch.optim.Adam(module.parameters(), lr=self.lr)
+        trainer = Trainer(self.progress)
         state = {"labels": None}
 
         def paired(idx, batch):
@@ -186,26 +199,21 @@ class IIC(TrainedReporterMixin, ClusterMixin, BaseEstimator):
             noisy = batch + torch.randn_like(batch) * col_sd * self.noise_scale
             return torch.nn.functional.dropout(noisy, self.dropout)
 
+        def head_losses(idx, head):
+            """The IIC loss of each sub-head of ``head`` on one batch and its pairs."""
+            idx = idx.to(device)
+            batch = data[idx]
+            both = module["backbone"](torch.cat([batch, paired(idx, batch)]))
+            z, z_pair = both[:len(idx)], both[len(idx):]
+            return torch.stack([iic_loss(sub(z), sub(z_pair), entropy_weight=self.entropy_weight)
+                                for sub in module[head]])
+
         def epoch(number):
             head = "main" if number % 2 == 0 else "over"
-            weight = self.entropy_weight
             module.train()
-            total, steps = np.zeros(self.n_subheads), 0
-            for idx in batches(len(data), self.batch_size, generator):
-                if len(idx) < 2:
-                    continue
-                idx = idx.to(device)
-                batch = data[idx]
-                both = module["backbone"](torch.cat([batch, paired(idx, batch)]))
-                z, z_pair = both[:len(idx)], both[len(idx):]
-                losses = torch.stack([iic_loss(sub(z), sub(z_pair), entropy_weight=weight)
-                                      for sub in module[head]])
-                opt.zero_grad()
-                losses.sum().backward()
-                opt.step()
-                total += losses.detach().cpu().numpy()
-                steps += 1
-            per_head = total / max(steps, 1)
+            losses = trainer.run_batches(batches(len(data), self.batch_size, generator),
+                                         lambda idx: head_losses(idx, head), opt, min_rows=2)
+            per_head = losses.mean_parts(self.n_subheads)
             record = {"head": head, "loss": float(per_head.min()),
                       "subhead_losses": per_head.round(5).tolist()}
             if head == "main":
@@ -221,13 +229,17 @@ class IIC(TrainedReporterMixin, ClusterMixin, BaseEstimator):
                               degenerate=degenerate(labels, self.n_clusters))
             return record
 
-        self.history_ = train(module, self.epochs, epoch, name="IIC", lr=self.lr,
-                              progress=self.progress)
+        self.history_ = trainer.run(module, self.epochs, epoch, name="IIC", lr=self.lr)
         self.module_ = module.cpu().eval()
         self.best_subhead_ = state.get("best", 0)
         self.labels_ = self.predict(X)
         self.n_iter_ = len(self.history_)
+        self._check_degenerate()
         return self
+
+    def _build_module(self, name):
+        heads = {"main": self.n_clusters, "over": self.n_clusters * self.overcluster_factor}
+        return _network(self.n_features_in_, tuple(self.hidden), heads, self.n_subheads)
 
     def _assign(self, module, data, subhead: int) -> np.ndarray:
         module.eval()
@@ -241,7 +253,5 @@ class IIC(TrainedReporterMixin, ClusterMixin, BaseEstimator):
             self.module_["backbone"](rows)))
 
     def predict(self, X):
+        """The most likely cluster of each row under the kept sub-head."""
         return self.predict_proba(X).argmax(1)
-
-    def fit_predict(self, X, y=None):
-        return self.fit(X).labels_

@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import math
-import warnings
-from numbers import Integral, Real
+from numbers import Integral
 
 import numpy as np
-from sklearn.base import BaseEstimator, ClusterMixin, TransformerMixin, _fit_context
-from sklearn.exceptions import ConvergenceWarning
-from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.base import BaseEstimator, ClusterMixin, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
-from ._base import (check_data, check_n_clusters, is_layer_view, iter_rows, register,
-                    seed_from, warn_constant_columns)
+from ._base import (CLUSTERER_CONSTRAINTS, DEVICE, MEMORY_BUDGET, Interval, StrOptions,
+                    check_data, check_n_clusters, fit_context, is_layer_view, iter_rows,
+                    register, seed_from, warn_constant_columns, warn_fewer_clusters)
 
 
 def _faiss():
@@ -23,14 +21,26 @@ def _faiss():
 
 
 def use_gpu(device: str) -> bool:
+    """Whether faiss should train on GPUs: ``"auto"`` when faiss sees one; any CUDA
+    device name (checked by ``actclust._util.devices.resolve_device``) requires one.
+    faiss' k-means spreads over the GPUs it sees, so an index only says "a GPU"
+    (``CUDA_VISIBLE_DEVICES`` chooses which)."""
     faiss = _faiss()
     gpus = faiss.get_num_gpus() if hasattr(faiss, "get_num_gpus") else 0
-    if device == "cuda" and gpus == 0:
+    if device == "auto":
+        return gpus > 0
+    if device == "cpu":
+        return False
+    from .._util.devices import resolve_device
+
+    if not resolve_device(device).startswith("cuda"):
+        return False
+    if gpus == 0:
         from ..errors import ActclustError
 
-        raise ActclustError("device='cuda' asked for, but faiss sees no GPU (install "
+        raise ActclustError(f"device={device!r} asked for, but faiss sees no GPU (install "
                             "faiss-gpu, or use device='cpu')")
-    return device in ("auto", "cuda") and gpus > 0
+    return True
 
 
 INIT_SAMPLE_PER_CENTROID = 64
@@ -92,7 +102,7 @@ def _whitening(X: np.ndarray, n_components: int, owner) -> tuple:
     return A.astype(np.float32), (-A @ mean).astype(np.float32)
 
 
-@register("kmeans")
+@register("kmeans", streams=True)
 class KMeans(ClusterMixin, TransformerMixin, BaseEstimator):
     """k-means clustering on faiss (``faiss.Kmeans``), with the DeepCluster preprocessing.
 
@@ -116,7 +126,8 @@ class KMeans(ClusterMixin, TransformerMixin, BaseEstimator):
         memory_budget_gb: a store layer larger than this is not loaded: k-means trains on a
             random sample of rows that fits, then assigns every row in batches.
         batch_size: rows per batch when assigning a streamed layer.
-        device: ``"auto"`` uses a GPU when faiss-gpu sees one.
+        device: ``"auto"`` uses a GPU when faiss-gpu sees one; ``"cuda"`` (or
+            ``"cuda:N"``) requires one; ``"cpu"`` never uses one.
         random_state: seeds faiss; the same seed gives the same clustering.
 
     Attributes:
@@ -137,17 +148,16 @@ class KMeans(ClusterMixin, TransformerMixin, BaseEstimator):
     """
 
     _parameter_constraints = {
-        "n_clusters": [Interval(Integral, 2, None, closed="left")],
+        **CLUSTERER_CONSTRAINTS,
         "n_init": [Interval(Integral, 1, None, closed="left")],
         "max_iter": [Interval(Integral, 1, None, closed="left")],
         "init": [StrOptions({"k-means++", "random"})],
         "spherical": ["boolean"],
         "whiten_components": [None, Interval(Integral, 1, None, closed="left")],
         "max_points_per_centroid": [None, Interval(Integral, 1, None, closed="left")],
-        "memory_budget_gb": [Interval(Real, 0, None, closed="neither")],
+        "memory_budget_gb": MEMORY_BUDGET,
         "batch_size": [Interval(Integral, 1, None, closed="left")],
-        "device": [StrOptions({"auto", "cpu", "cuda"})],
-        "random_state": ["random_state"],
+        "device": DEVICE,
         "verbose": ["verbose"],
     }
 
@@ -168,7 +178,7 @@ class KMeans(ClusterMixin, TransformerMixin, BaseEstimator):
         self.random_state = random_state
         self.verbose = verbose
 
-    @_fit_context(prefer_skip_nested_validation=True)
+    @fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y=None):
         """Cluster ``X`` (array, tensor or store layer); ``y`` is ignored."""
         seed = seed_from(self.random_state)
@@ -182,11 +192,8 @@ class KMeans(ClusterMixin, TransformerMixin, BaseEstimator):
         labels, sq_dist = self._assign_all(X if streamed else train, preprocessed=not streamed)
         self.labels_ = labels
         self.inertia_ = float(sq_dist.sum())
-        found = len(np.unique(labels))
-        if found < self.n_clusters:
-            warnings.warn(f"KMeans found {found} distinct clusters, fewer than n_clusters="
-                          f"{self.n_clusters}; the data may hold duplicate points",
-                          ConvergenceWarning, stacklevel=2)
+        warn_fewer_clusters(self, labels, self.n_clusters,
+                            "the data may hold duplicate points")
         return self
 
     def _training_rows(self, X, seed):
@@ -271,9 +278,6 @@ class KMeans(ClusterMixin, TransformerMixin, BaseEstimator):
         """Index of the nearest cluster centre for each row."""
         X, ready = self._checked(X)
         return self._assign_all(X, preprocessed=ready)[0]
-
-    def fit_predict(self, X, y=None):
-        return self.fit(X).labels_
 
     def transform(self, X):
         """Euclidean distance of each row to every centre (in the clustering space)."""

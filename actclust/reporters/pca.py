@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-from numbers import Integral, Real
+from numbers import Integral
 
 import numpy as np
-from sklearn.base import BaseEstimator, TransformerMixin, _fit_context
+from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.decomposition import PCA as SkPCA
-from sklearn.utils._param_validation import Interval
 from sklearn.utils.validation import check_is_fitted
 
-from ._base import check_data, check_finite_rows, is_layer_view, iter_rows, register
+from ._base import (MEMORY_BUDGET, Interval, check_data, check_finite_rows, fit_context,
+                    is_layer_view, iter_rows, register)
 
 
-@register("pca")
+@register("pca", kind="transformer", streams=True)
 class PCA(TransformerMixin, BaseEstimator):
     """Principal components of activations (scikit-learn's PCA or IncrementalPCA).
 
@@ -40,7 +40,7 @@ class PCA(TransformerMixin, BaseEstimator):
     _parameter_constraints = {
         "n_components": [None, Interval(Integral, 1, None, closed="left")],
         "whiten": ["boolean"],
-        "memory_budget_gb": [Interval(Real, 0, None, closed="neither")],
+        "memory_budget_gb": MEMORY_BUDGET,
         "batch_size": [Interval(Integral, 1, None, closed="left")],
         "random_state": ["random_state"],
     }
@@ -53,7 +53,7 @@ class PCA(TransformerMixin, BaseEstimator):
         self.batch_size = batch_size
         self.random_state = random_state
 
-    @_fit_context(prefer_skip_nested_validation=True)
+    @fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y=None):
         """Fit on ``X`` (array, tensor or store layer); ``y`` is ignored."""
         if is_layer_view(X) and np.prod(X.shape) * 4 > self.memory_budget_gb * 2**30:

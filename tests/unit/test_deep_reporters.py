@@ -1,5 +1,6 @@
-"""DEC and IDEC on small planted data: recovery, reproducibility, history, save/load,
-divergence and interruption (store layers: test_streaming.py)."""
+"""DEC and IDEC on small planted data: recovery, reproducibility, history, divergence
+(store layers: test_streaming.py; the trainer itself: test_trainer.py; files:
+test_reporter_files.py)."""
 
 import numpy as np
 import pytest
@@ -8,7 +9,7 @@ from sklearn.metrics import adjusted_rand_score
 
 from actclust.errors import ActclustError
 from actclust.reporters import DEC, IDEC
-from actclust.reporters._trainer import TrainingDiverged, train
+from actclust.reporters._trainer import TrainingDiverged
 
 SMALL = dict(hidden=(32,), embed_dim=4, pretrain_epochs=25, n_init=5, device="cpu")
 
@@ -29,6 +30,9 @@ def test_recovers_planted_clusters_and_records_history(cls, blobs):
     assert all({"delta_label", "largest_cluster", "degenerate"} <= set(h) for h in clustering)
     assert clustering[-1].get("stop") or len(clustering) == model.max_updates
     assert not any(h["degenerate"] for h in clustering)
+    # the centres live in the module, where the trainer restores them from
+    np.testing.assert_array_equal(model.module_.centers.detach().numpy(),
+                                  model.cluster_centers_)
     proba = model.predict_proba(X[:5])
     np.testing.assert_allclose(proba.sum(1), 1, rtol=1e-5)
     np.testing.assert_array_equal(proba.argmax(1), model.labels_[:5])
@@ -52,41 +56,11 @@ def test_layerwise_pretraining_runs_each_layer(blobs):
     assert adjusted_rand_score(y, model.labels_) > 0.9
 
 
-def test_save_and_load_round_trip(blobs, tmp_path):
-    X, _ = blobs
-    model = IDEC(4, random_state=0, **SMALL).fit(X)
-    path = model.save(tmp_path / "idec.pt")
-    loaded = IDEC.load(path)
-    np.testing.assert_array_equal(loaded.predict(X), model.predict(X))
-    assert loaded.get_params() == model.get_params()
-    with pytest.raises(TypeError, match="holds a IDEC, not a DEC"):
-        DEC.load(path)
-
-
 def test_divergence_names_the_epoch_and_suggests_a_lower_rate(blobs):
     X, _ = blobs
     with pytest.raises(TrainingDiverged, match=r"epoch \d+.*Lower the learning rate \(now 1e\+06\)"):
         DEC(4, hidden=(32,), embed_dim=4, pretrain_epochs=5, pretrain_lr=1e6, n_init=1,
             random_state=0, device="cpu").fit(X * 1e3)
-
-
-def test_interrupt_keeps_the_last_good_weights():
-    import torch
-
-    module = torch.nn.Linear(2, 2)
-
-    def run_epoch(epoch):
-        if epoch == 2:
-            raise KeyboardInterrupt
-        with torch.no_grad():
-            module.weight.add_(1.0)
-        return {"loss": 1.0}
-
-    before = module.weight.detach().clone()
-    with pytest.warns(RuntimeWarning, match="interrupted after 2 epochs"):
-        history = train(module, 5, run_epoch, name="toy", lr=0.1)
-    assert len(history) == 2
-    torch.testing.assert_close(module.weight.detach(), before + 2.0)
 
 
 def test_fewer_rows_than_clusters():

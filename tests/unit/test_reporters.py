@@ -182,3 +182,116 @@ def test_constant_columns_warn_and_all_constant_is_an_error():
 def test_unknown_reporter_name():
     with pytest.raises(ActclustError, match="unknown reporter 'kmean'.*kmeans"):
         get_reporter("kmean")
+
+
+# -- what reporters declare, and the one way to configure them ---------------------------
+
+def test_every_registered_reporter_declares_what_it_is():
+    from actclust.reporters import capabilities, registry
+
+    table = {name: capabilities(name) for name in registry()}
+    assert {n for n, c in table.items() if c.kind == "clusterer"} == {
+        "kmeans", "gmm", "agglomerative", "aekmeans", "dec", "idec", "iic", "deepcluster"}
+    assert {n for n, c in table.items() if c.kind == "transformer"} == {"pca"}
+    assert {n for n, c in table.items() if c.kind == "contrast"} == {"ccs"}
+    assert {n for n, c in table.items() if c.cost == "trained"} == {
+        "aekmeans", "dec", "idec", "iic", "deepcluster", "ccs"}
+    assert {n for n, c in table.items() if c.cost == "quadratic"} == {"agglomerative"}
+    assert {n for n, c in table.items() if not c.streams} == {"gmm", "agglomerative", "ccs"}
+    assert table["pca"].k_param == "n_components" and table["ccs"].k_param is None
+    assert all(c.seeded for c in table.values())
+    assert table["agglomerative"].cost_rank < table["dec"].cost_rank
+    assert all(table[n].name == n for n in table)
+
+
+def test_capabilities_of_names_classes_instances_and_foreign_estimators():
+    from sklearn.cluster import DBSCAN, SpectralClustering
+    from sklearn.decomposition import TruncatedSVD
+
+    from actclust.reporters import capabilities, is_clusterer, is_transformer
+
+    assert capabilities("kmeans") is capabilities(KMeans) is capabilities(KMeans(3))
+    assert is_clusterer(SpectralClustering()) and not is_transformer(SpectralClustering())
+    assert capabilities(SpectralClustering()).k_param == "n_clusters"
+    assert capabilities(DBSCAN()).k_param is None and capabilities(DBSCAN()).name is None
+    assert is_transformer(TruncatedSVD()) and capabilities(TruncatedSVD).k_param == \
+        "n_components"
+
+    class Mine(KMeans):  # a subclass does not inherit its parent's registration
+        pass
+
+    assert capabilities(Mine).name is None and capabilities(Mine).kind == "clusterer"
+    with pytest.raises(ActclustError, match="unknown reporter 'kmean'"):
+        capabilities("kmean")
+
+
+def test_configure_sets_k_and_seed_whatever_they_are_called():
+    from actclust.reporters import CCS, DEC, configure, make_reporter
+
+    est = KMeans()
+    assert configure(est, n_clusters=5, seed=3) is est
+    assert (est.n_clusters, est.random_state) == (5, 3)
+    assert configure(PCA(), n_clusters=4, seed=1).get_params()["n_components"] == 4
+    ccs = configure(CCS(), n_clusters=4, seed=2)  # CCS has no k: only the seed is set
+    assert ccs.random_state == 2 and "n_clusters" not in ccs.get_params()
+    untouched = configure(DEC(7, random_state=9))
+    assert (untouched.n_clusters, untouched.random_state) == (7, 9)
+    base = GMM(covariance_type="diag")
+    made = make_reporter(base, n_clusters=3, seed=0)
+    assert made is not base and base.n_clusters == 8
+    assert made.get_params()["covariance_type"] == "diag" and made.n_clusters == 3
+    assert make_reporter("agglomerative", n_clusters=4, linkage="average").linkage == "average"
+
+
+def test_register_refuses_duplicates_and_declares_defaults():
+    from sklearn.base import BaseEstimator, TransformerMixin
+
+    from actclust.reporters import capabilities, register
+    from actclust.reporters._base import _REGISTRY
+
+    with pytest.raises(ValueError, match="already taken by KMeans"):
+        register("kmeans")(GMM)
+
+    class Shrink(TransformerMixin, BaseEstimator):
+        def __init__(self, n_components=2):
+            self.n_components = n_components
+
+        def fit(self, X, y=None):
+            return self
+
+        def transform(self, X):
+            return X[:, :self.n_components]
+
+    try:
+        register("shrink-test")(Shrink)
+        caps = capabilities("shrink-test")
+        assert (caps.kind, caps.cost, caps.streams, caps.k_param, caps.savable) == \
+            ("transformer", "cheap", False, "n_components", False)
+    finally:
+        _REGISTRY.pop("shrink-test", None)
+    with pytest.raises(ValueError, match="kind must be one of"):
+        register("bad-kind", kind="cluster")(Shrink)
+    assert "bad-kind" not in _REGISTRY
+
+
+@pytest.mark.parametrize("name", ["kmeans", "aekmeans", "dec", "idec", "iic", "deepcluster",
+                                  "ccs"])
+def test_device_names_are_checked_by_resolve_device(name):
+    cls = get_reporter(name)
+    X = np.random.default_rng(0).normal(size=(20, 4))
+    if not torch.cuda.is_available():  # an indexed device passes the parameter check and
+        # reaches resolve_device, which knows there is no CUDA here
+        with pytest.raises(ActclustError, match="device 'cuda:1' asked for"):
+            configure_small(cls(device="cuda:1")).fit(X)
+    with pytest.raises(ActclustError, match="unknown device 'bogus'"):
+        configure_small(cls(device="bogus")).fit(X)
+    with pytest.raises(ValueError, match="'device' parameter .* must be an instance of 'str'"):
+        cls(device=3).fit(X)
+
+
+def configure_small(est):
+    """Small settings, so a fit that gets past the device check ends quickly."""
+    small = {"epochs": 1, "pretrain_epochs": 1, "max_updates": 1, "n_init": 1,
+             "hidden": (4,), "n_clusters": 2}
+    params = est.get_params()
+    return est.set_params(**{k: v for k, v in small.items() if k in params})
