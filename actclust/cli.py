@@ -375,12 +375,10 @@ def cmd_fit(args) -> int:
             raise ActclustError("the store has no label columns: pass --n-clusters")
         k = int(pd.Series(store.labels(labels[0])).nunique())
     from .compare import reporter_for
+    from .reporters import configure
 
     _, model = reporter_for(args.reporter)
-    params = {"n_clusters": k}
-    if "random_state" in model.get_params():
-        params["random_state"] = args.seed
-    model.set_params(**params).fit(view)
+    configure(model, n_clusters=k, seed=args.seed).fit(view)
     found = model.labels_
     sizes = np.bincount(found, minlength=k)
     print(f"{args.reporter} on {args.layer}: {k} clusters over {len(found)} rows; sizes "

@@ -14,12 +14,12 @@ from typing import Iterable, Optional, Sequence, Union
 
 import numpy as np
 import pandas as pd
-from sklearn.base import ClusterMixin, clone
+from sklearn.base import clone
 
 from ._util.schema import PROBE_METHOD, RESULT_COLUMNS  # noqa: F401  (compare.RESULT_COLUMNS stays public)
 from .errors import ActclustError
 from .metrics import cluster_scores
-from .reporters import get_reporter
+from .reporters import capabilities, configure, get_reporter
 from .store import open_store
 
 
@@ -182,7 +182,11 @@ def reporter_for(reporter):
         name, est = getattr(type(reporter), "registry_name", type(reporter).__name__), reporter
         if est.get_params() != type(est)().get_params():  # keep two settings apart
             name = " ".join(repr(est).split())
-    if not isinstance(est, ClusterMixin):
+    kind = capabilities(est).kind
+    if kind == "contrast":
+        raise ActclustError(f"reporter {name!r} needs contrast pairs, not one layer (see "
+                            "actclust.reporters.contrast_pairs); fit it in Python")
+    if kind != "clusterer":
         raise ActclustError(f"reporter {name!r} does not cluster, so it has no clusters to "
                             "compare with labels; use a clustering reporter")
     return name, est
@@ -211,9 +215,7 @@ def _score_reporter(view, layer, name, base, seed, targets, n_clusters) -> list:
         if k < 2:
             raise ActclustError(f"label {label!r} has {k} class: nothing to compare with")
         if k not in fitted_k:  # labels with the same number of classes share one fit
-            est = clone(base).set_params(n_clusters=k)
-            if "random_state" in est.get_params():
-                est.set_params(random_state=seed)
+            est = configure(clone(base), n_clusters=k, seed=seed)
             start = time.perf_counter()
             est.fit(view)
             fitted_k[k] = (est.labels_, time.perf_counter() - start)

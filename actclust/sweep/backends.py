@@ -24,13 +24,10 @@ def cost(cell: dict) -> int:
     """A rough rank of a cell's run time, to start the longest first (a long cell started
     last would leave the other workers idle at the end)."""
     if cell["kind"] != "reporter":
-        return 1
-    from ..reporters._trainer import TrainedReporterMixin
+        return 1  # a probe: between cheap reporters (0) and quadratic ones (2)
+    from ..reporters import capabilities
 
-    cls = cellmod.reporter_class(cell)
-    if issubclass(cls, TrainedReporterMixin):
-        return 3
-    return 2 if cell["reporter"] == "agglomerative" else 0
+    return capabilities(cellmod.reporter_class(cell)).cost_rank
 
 
 def longest_first(cells: list) -> list:
@@ -43,13 +40,13 @@ def needs_gpu(cell: dict, cluster_gpus: float) -> bool:
     CUDA, or trains on ``device="auto"`` on a cluster that has GPUs."""
     if cell["kind"] != "reporter":
         return False
-    from ..reporters._trainer import TrainedReporterMixin
+    from ..reporters import capabilities
 
     device = str(cell["full_params"].get("device", ""))
     if device.startswith("cuda"):
         return True
     return device == "auto" and cluster_gpus > 0 and \
-        issubclass(cellmod.reporter_class(cell), TrainedReporterMixin)
+        capabilities(cellmod.reporter_class(cell)).gpu
 
 
 def in_process(pending, cells_dir, stores, started) -> Iterator[dict]:

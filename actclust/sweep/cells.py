@@ -275,6 +275,7 @@ def write_failure(directory: Path, cell: dict, message: str, trace: str = "") ->
 
 def _compute(cell: dict, store) -> list:
     from ..compare import probe_cell, reporter_cell
+    from ..reporters import is_transformer
 
     if cell["kind"] == "probe":
         from ..probes import LinearProbe
@@ -288,7 +289,7 @@ def _compute(cell: dict, store) -> list:
     params = {k: tuple(v) if isinstance(v, list) else v for k, v in cell["params"].items()}
     n_clusters = params.pop("n_clusters", None)
     est = reporter_class(cell)(**params)
-    if not hasattr(est, "fit_predict") and hasattr(est, "transform"):
+    if is_transformer(est):
         return _transformer_rows(est, store, cell)
     return reporter_cell(store, cell["layer"], est, cell["seed"], cell["labels"],
                          n_clusters=n_clusters, method=cell["method"])
@@ -313,8 +314,9 @@ def reporter_class(cell: dict):
 
 def _transformer_rows(est, store, cell) -> list:
     """A reporter that does not cluster (PCA): how much variance its components explain."""
-    if "random_state" in est.get_params():
-        est.set_params(random_state=cell["seed"])
+    from ..reporters import configure
+
+    configure(est, seed=cell["seed"])
     start = time.perf_counter()
     est.fit(store.layer(cell["layer"]))
     seconds = time.perf_counter() - start

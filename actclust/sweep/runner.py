@@ -186,12 +186,11 @@ def run_sweep(sweep, *, backend: Optional[str] = None, jobs: Optional[int] = Non
 
 def _check_scorable(spec: SweepSpec, labels: list) -> None:
     """Clustering reporters score their clusters against labels: without any, stop now."""
-    from ..reporters import get_reporter
+    from ..reporters import is_clusterer
 
     if labels:
         return
-    clustering = [r.method for r in spec.reporters
-                  if hasattr(get_reporter(r.name), "fit_predict")]
+    clustering = [r.method for r in spec.reporters if is_clusterer(r.name)]
     if clustering:
         raise ActclustError(f"no label columns to score clusters against: {clustering[0]} "
                             "clusters, but the data has no label columns; use data with "

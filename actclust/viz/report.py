@@ -208,20 +208,16 @@ def _layer_score(results, label, method, layer, metric) -> str:
 
 
 def _refit(store, layer, method, label, n_clusters, seed):
-    from sklearn.base import ClusterMixin
-
-    from ..reporters import KMeans, registry
+    from ..reporters import capabilities, make_reporter, registry
 
     cls = registry().get(method)
-    if cls is None or not issubclass(cls, ClusterMixin) or \
-            "n_clusters" not in cls().get_params():  # CCS: needs contrast pairs
-        cls, name = KMeans, "kmeans"
-    else:
-        name = method
+    # A method that is not a registered clusterer with a number of clusters (a probe, a
+    # user's estimator, CCS) is shown with k-means' clusters instead.
+    usable = cls is not None and capabilities(cls).kind == "clusterer" and \
+        capabilities(cls).k_param == "n_clusters"
+    name = method if usable else "kmeans"
     k = n_clusters or int(pd.Series(store.labels(label)).dropna().nunique())
-    est = cls(n_clusters=max(k, 2))
-    if "random_state" in est.get_params():
-        est.set_params(random_state=seed)
+    est = make_reporter(name, n_clusters=max(k, 2), seed=seed)
     est.fit(store.layer(layer))
     return est, name
 
