@@ -1,5 +1,5 @@
-"""The HTML report on a real MiniLM store: its contents, the `report` command, and a
-headless Chromium that opens it offline."""
+"""The HTML report on the shared MiniLM store (``minilm_topics``): its contents, the `report`
+command, and a headless Chromium that opens it offline."""
 
 import argparse
 import json
@@ -9,35 +9,24 @@ import shutil
 import tempfile
 from pathlib import Path
 
-import pandas as pd
 import pytest
 
-import actclust
-from actclust.compare import compare
 from actclust.errors import ActclustError
 from actclust.viz import write_report
 from actclust.viz.cli import add_command
+from tests.conftest import TOPICS_LAYERS as LAYERS
 
-LAYERS = ["blocks.0.hook_out", "blocks.3.hook_out", "blocks.5.hook_out"]
 CHROMIUM, DRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory):
-    out = tmp_path_factory.mktemp("report") / "store"
-    return actclust.capture("minilm", "topics", LAYERS, pool="mean", limit=150, out=out,
-                            progress=False)
+def store(minilm_topics):
+    return minilm_topics
 
 
 @pytest.fixture(scope="module")
-def results(store):
-    from actclust.probes import LinearProbe
-
-    clusters = compare(store, ["topic", "template"], reporters=["kmeans"], seeds=2,
-                       probes=False, progress=False)
-    probes = compare(store, "topic", reporters=[], seeds=2, probe=LinearProbe(C=1.0),
-                     progress=False)
-    return pd.concat([clusters, probes], ignore_index=True)
+def results(minilm_topics_results):
+    return minilm_topics_results
 
 
 @pytest.fixture(scope="module")
@@ -58,8 +47,9 @@ def test_report_holds_every_part(report, store, results):
                    "clusters-best", "clusters-worst"):
         assert f'id="{anchor}"' in text
     # Provenance from the manifest.
-    assert "minilm" in text and "BertModel" in text and "topics: 150 documents" in text
-    assert "pool=mean" in text and "blocks.3.hook_out 150x384" in text
+    n = len(store)
+    assert "minilm" in text and "BertModel" in text and f"topics: {n} documents" in text
+    assert "pool=mean" in text and f"blocks.3.hook_out {n}x384" in text
     # The comparison table lists every layer, best value in bold.
     table = text[text.index('id="comparison"'):text.index('id="sweep"')]
     assert all(layer in table for layer in LAYERS) and 'class="best"' in table
@@ -79,7 +69,7 @@ def test_report_holds_every_part(report, store, results):
 
 
 def test_write_is_atomic(store, results, tmp_path, monkeypatch):
-    from actclust.store import format as store_format
+    from actclust._util import files
 
     out = tmp_path / "report.html"
     out.write_text("old report")
@@ -87,7 +77,7 @@ def test_write_is_atomic(store, results, tmp_path, monkeypatch):
     def interrupted(*args):  # the write is cut off after the new text is on disk
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(store_format.os, "replace", interrupted)  # the one atomic writer
+    monkeypatch.setattr(files.os, "replace", interrupted)  # the one atomic writer
     with pytest.raises(KeyboardInterrupt):
         write_report(store, results, out, map_method="pca", dashboards=False)
     assert out.read_text() == "old report" and os.listdir(tmp_path) == ["report.html"]
@@ -177,7 +167,8 @@ img.src = 'data:image/png;base64,' + arguments[0];
 @pytest.mark.skipif(not (Path(CHROMIUM).exists() and Path(DRIVER).exists()),
                     reason="headless Chromium is not installed: apt-get install chromium "
                            "chromium-driver (CI's .ci/run does)")
-def test_report_opens_offline_in_chromium(report, tmp_path):
+@pytest.mark.slow
+def test_report_opens_offline_in_chromium(report, store, tmp_path):
     from selenium.webdriver.support.ui import WebDriverWait
 
     driver, profile = browser()
@@ -195,7 +186,7 @@ def test_report_opens_offline_in_chromium(report, tmp_path):
             pages: Array.from(document.querySelectorAll('.dash-page')).filter(p => !p.hidden).length,
             title: document.title}""")
         assert state["plotly"] == "object" and state["drawn"] == n_visible
-        assert state["points"] >= 2 * 2 * 150  # two maps, two panels, every row
+        assert state["points"] >= 2 * 2 * len(store)  # two maps, two panels, every row
         assert state["heat"] >= 2 and state["pages"] == 2
         assert state["title"] == "actclust report: minilm on topics"
         png = driver.get_screenshot_as_png()
