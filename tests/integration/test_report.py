@@ -211,6 +211,33 @@ def test_report_opens_offline_in_chromium(report, store, tmp_path):
         shutil.rmtree(profile, ignore_errors=True)
 
 
+def test_demo_runs_every_step(tmp_path, monkeypatch, capsys):
+    """The demo on 64 documents, its report's maps drawn with PCA: UMAP's first call compiles
+    numba code for seconds, so the UMAP demo below is slow."""
+    import functools
+
+    import pandas as pd
+
+    from actclust import viz
+    from actclust.demo import PROBE_SEEDS, SEEDS, run_demo
+
+    monkeypatch.setattr(viz, "write_report", functools.partial(viz.write_report,
+                                                               map_method="pca"))
+    table = run_demo(tmp_path, limit=64)
+    printed = capsys.readouterr().out
+    layers = [f"blocks.{i}.hook_out" for i in range(6)]
+    assert sorted(set(table["layer"])) == layers
+    kmeans = table[table["method"] == "kmeans"]
+    assert set(kmeans["label"]) == {"topic", "template"} and kmeans["seed"].nunique() == SEEDS
+    probe = table[table["method"] == "linear_probe"]
+    assert set(probe["label"]) == {"topic"} and probe["seed"].nunique() == PROBE_SEEDS
+    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "results.parquet"), table)
+    assert "[4/4]" in printed and all(f"\n  {layer} " in printed for layer in layers)
+    text = (tmp_path / "report.html").read_text()
+    assert 'id="clusters-best"' in text and "topics: 64 documents" in text
+    assert "PCA" in text and "UMAP" not in text
+
+
 @pytest.mark.slow
 def test_demo_ends_with_the_report(tmp_path):
     from actclust.demo import run_demo
