@@ -4,7 +4,6 @@ import numpy as np
 import pytest
 import torch
 
-import actclust
 from actclust.errors import ActclustError
 from actclust.metrics import nmi
 from actclust.models import load_target
@@ -41,10 +40,8 @@ def test_llama_blocks_are_refused_clearly(tiny_models):
         following_blocks(tiny_models["llama"], "blocks.0.hook_out")
 
 
-def test_deepcluster_trains_a_copy_and_finds_topics(tmp_path):
-    layer = "blocks.3.hook_out"
-    store = actclust.capture("minilm", "topics", layer, pool="mean", limit=400,
-                             out=tmp_path / "s", progress=False)
+def test_deepcluster_trains_a_copy_and_finds_topics(minilm_topics):
+    layer, store = "blocks.3.hook_out", minilm_topics
     blocks = following_blocks("minilm", layer)
     before = {k: v.clone() for k, v in blocks.state_dict().items()}
     model = DeepCluster(10, backbone=blocks, epochs=4, lr=1e-3, device="cpu",

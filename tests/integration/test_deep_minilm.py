@@ -1,5 +1,6 @@
-"""Each deep reporter on a real MiniLM store: trained from the store layer itself, scored
-against the topic labels, and equal to a fit on the same rows as an array.
+"""Each deep reporter on the shared MiniLM store (``minilm_topics``): trained from the store
+layer itself, scored against the topic labels, and equal to a fit on the same rows as an
+array.
 
 MiniLM's last block separates the bundled topics (k-means NMI ~0.5 there); every reporter
 must find clearly more than chance on it.
@@ -8,7 +9,6 @@ must find clearly more than chance on it.
 import numpy as np
 import pytest
 
-import actclust
 from actclust.metrics import nmi
 from actclust.reporters import DEC, IDEC, IIC, DeepCluster
 
@@ -29,10 +29,8 @@ REPORTERS = {
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory):
-    out = tmp_path_factory.mktemp("deep-minilm") / "store"
-    return actclust.capture("minilm", "topics", LAYER, pool="mean", limit=500, out=out,
-                            shard_rows=128, progress=False)
+def store(minilm_topics):
+    return minilm_topics
 
 
 @pytest.mark.parametrize("name", sorted(REPORTERS))

@@ -18,6 +18,7 @@ pytestmark = pytest.mark.skipif(
 )
 
 
+@pytest.mark.slow
 def test_docs_build_strict(tmp_path):
     assert (ROOT / "docs" / "results.md").exists(), \
         "docs/results.md is missing: regenerate it with python benchmarks/quality.py"

@@ -47,7 +47,8 @@ def test_kill_at_random_moments_then_resume(tmp_path):
     script = tmp_path / "capture.py"
     script.write_text(SCRIPT)
     reference = run(script, tmp_path / "ref")
-    assert reference.wait(timeout=120) == 0, reference.stderr.read()
+    _, err = reference.communicate(timeout=120)
+    assert reference.returncode == 0, err
     ref = ActivationStore(tmp_path / "ref")
     out = tmp_path / "killed"
     rng = np.random.default_rng(1)
@@ -58,10 +59,11 @@ def test_kill_at_random_moments_then_resume(tmp_path):
         if proc.poll() is None:
             os.kill(proc.pid, signal.SIGKILL)
             kills += 1
-        proc.wait()
+        proc.communicate()  # reaps it and closes its pipes
     assert kills >= 3
     final = run(script, out, "--resume")
-    assert final.wait(timeout=120) == 0, final.stderr.read()
+    _, err = final.communicate(timeout=120)
+    assert final.returncode == 0, err
     assert verify_store(out) == []
     store = ActivationStore(out)
     pd.testing.assert_frame_equal(store.rows, ref.rows)

@@ -36,6 +36,7 @@ def test_stored_without_outputs(path):
                 f"{path.name}: clear the outputs before saving"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_runs_top_to_bottom(path, tmp_path):
     nb = nbformat.read(path, as_version=4)

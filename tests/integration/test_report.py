@@ -1,5 +1,5 @@
-"""The HTML report on a real MiniLM store: its contents, the `report` command, and a
-headless Chromium that opens it offline."""
+"""The HTML report on the shared MiniLM store (``minilm_topics``): its contents, the `report`
+command, and a headless Chromium that opens it offline."""
 
 import argparse
 import json
@@ -9,35 +9,24 @@ import shutil
 import tempfile
 from pathlib import Path
 
-import pandas as pd
 import pytest
 
-import actclust
-from actclust.compare import compare
 from actclust.errors import ActclustError
 from actclust.viz import write_report
 from actclust.viz.cli import add_command
+from tests.conftest import TOPICS_LAYERS as LAYERS
 
-LAYERS = ["blocks.0.hook_out", "blocks.3.hook_out", "blocks.5.hook_out"]
 CHROMIUM, DRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory):
-    out = tmp_path_factory.mktemp("report") / "store"
-    return actclust.capture("minilm", "topics", LAYERS, pool="mean", limit=150, out=out,
-                            progress=False)
+def store(minilm_topics):
+    return minilm_topics
 
 
 @pytest.fixture(scope="module")
-def results(store):
-    from actclust.probes import LinearProbe
-
-    clusters = compare(store, ["topic", "template"], reporters=["kmeans"], seeds=2,
-                       probes=False, progress=False)
-    probes = compare(store, "topic", reporters=[], seeds=2, probe=LinearProbe(C=1.0),
-                     progress=False)
-    return pd.concat([clusters, probes], ignore_index=True)
+def results(minilm_topics_results):
+    return minilm_topics_results
 
 
 @pytest.fixture(scope="module")
@@ -58,8 +47,9 @@ def test_report_holds_every_part(report, store, results):
                    "clusters-best", "clusters-worst"):
         assert f'id="{anchor}"' in text
     # Provenance from the manifest.
-    assert "minilm" in text and "BertModel" in text and "topics: 150 documents" in text
-    assert "pool=mean" in text and "blocks.3.hook_out 150x384" in text
+    n = len(store)
+    assert "minilm" in text and "BertModel" in text and f"topics: {n} documents" in text
+    assert "pool=mean" in text and f"blocks.3.hook_out {n}x384" in text
     # The comparison table lists every layer, best value in bold.
     table = text[text.index('id="comparison"'):text.index('id="sweep"')]
     assert all(layer in table for layer in LAYERS) and 'class="best"' in table
@@ -177,7 +167,8 @@ img.src = 'data:image/png;base64,' + arguments[0];
 @pytest.mark.skipif(not (Path(CHROMIUM).exists() and Path(DRIVER).exists()),
                     reason="headless Chromium is not installed: apt-get install chromium "
                            "chromium-driver (CI's .ci/run does)")
-def test_report_opens_offline_in_chromium(report, tmp_path):
+@pytest.mark.slow
+def test_report_opens_offline_in_chromium(report, store, tmp_path):
     from selenium.webdriver.support.ui import WebDriverWait
 
     driver, profile = browser()
@@ -195,7 +186,7 @@ def test_report_opens_offline_in_chromium(report, tmp_path):
             pages: Array.from(document.querySelectorAll('.dash-page')).filter(p => !p.hidden).length,
             title: document.title}""")
         assert state["plotly"] == "object" and state["drawn"] == n_visible
-        assert state["points"] >= 2 * 2 * 150  # two maps, two panels, every row
+        assert state["points"] >= 2 * 2 * len(store)  # two maps, two panels, every row
         assert state["heat"] >= 2 and state["pages"] == 2
         assert state["title"] == "actclust report: minilm on topics"
         png = driver.get_screenshot_as_png()
@@ -218,6 +209,33 @@ def test_report_opens_offline_in_chromium(report, tmp_path):
     finally:
         driver.quit()
         shutil.rmtree(profile, ignore_errors=True)
+
+
+def test_demo_runs_every_step(tmp_path, monkeypatch, capsys):
+    """The demo on 64 documents, its report's maps drawn with PCA: UMAP's first call compiles
+    numba code for seconds, so the UMAP demo below is slow."""
+    import functools
+
+    import pandas as pd
+
+    from actclust import viz
+    from actclust.demo import PROBE_SEEDS, SEEDS, run_demo
+
+    monkeypatch.setattr(viz, "write_report", functools.partial(viz.write_report,
+                                                               map_method="pca"))
+    table = run_demo(tmp_path, limit=64)
+    printed = capsys.readouterr().out
+    layers = [f"blocks.{i}.hook_out" for i in range(6)]
+    assert sorted(set(table["layer"])) == layers
+    kmeans = table[table["method"] == "kmeans"]
+    assert set(kmeans["label"]) == {"topic", "template"} and kmeans["seed"].nunique() == SEEDS
+    probe = table[table["method"] == "linear_probe"]
+    assert set(probe["label"]) == {"topic"} and probe["seed"].nunique() == PROBE_SEEDS
+    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "results.parquet"), table)
+    assert "[4/4]" in printed and all(f"\n  {layer} " in printed for layer in layers)
+    text = (tmp_path / "report.html").read_text()
+    assert 'id="clusters-best"' in text and "topics: 64 documents" in text
+    assert "PCA" in text and "UMAP" not in text
 
 
 @pytest.mark.slow

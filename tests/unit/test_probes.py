@@ -237,18 +237,3 @@ def test_errors_say_what_is_wrong():
     with pytest.raises(ActclustError, match="X has 3 features, but LinearProbe is expecting 8"):
         LinearProbe(C=1.0).fit(X, y).predict(X[:, :3])
     assert issubclass(ProbeInputError, ValueError)
-
-
-# --------------------------------------------------------------------------- a real store
-
-def test_minilm_topic_probe_beats_the_majority_baseline(tmp_path):
-    import actclust
-
-    store = actclust.capture("minilm", "topics", "blocks.5.hook_out", pool="mean", limit=200,
-                             out=tmp_path / "s", progress=False)
-    view = store.layer("blocks.5.hook_out")
-    s = probe_scores(view, store.labels("topic"), groups=store.labels("template"),
-                     probe=LinearProbe(cv=3))
-    assert s["probe_accuracy"] >= s["majority_baseline"] + 0.4
-    assert s["selectivity"] >= 0.4
-    assert s["n_train"] + s["n_test"] == 200
