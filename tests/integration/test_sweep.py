@@ -225,6 +225,7 @@ def local_ray():
     ray.shutdown()
 
 
+@pytest.mark.slow
 def test_ray_backend_gives_the_same_table(local_ray, reference, store, tmp_path):
     result = run_sweep(sweep(tmp_path / "out", store), backend="ray", progress=False)
     assert result.ran == N_CELLS and result.failures.empty
@@ -232,6 +233,7 @@ def test_ray_backend_gives_the_same_table(local_ray, reference, store, tmp_path)
     assert local_ray.is_initialized()  # a cluster the caller started is left running
 
 
+@pytest.mark.slow
 def test_ray_started_by_the_sweep_is_shut_down(store, tmp_path, monkeypatch):
     ray = pytest.importorskip("ray")
     if ray.is_initialized():
