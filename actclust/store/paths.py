@@ -9,6 +9,7 @@ can lead outside the store. Writers act only on a folder that is a store by its 
 from __future__ import annotations
 
 import errno
+import json
 import os
 import re
 import stat
@@ -187,9 +188,13 @@ def classify(root: Path) -> tuple[str, str]:
     manifest = root / fmt.MANIFEST
     if os.path.lexists(manifest):
         try:
-            fmt.read_manifest(root, validate=False)
-        except ActclustError as err:
-            return "foreign", str(err)
+            with fmt.open_regular(manifest) as fh:
+                content = json.loads(fh.read())
+        except (OSError, ValueError, RecursionError):
+            return "foreign", f"its {fmt.MANIFEST} is not a readable JSON file of its own"
+        reason = fmt.not_a_store_reason(content)
+        if reason:
+            return "foreign", f"its {fmt.MANIFEST} is not a store manifest: {reason}"
         return "store", ""
     others = [p for p in root.iterdir() if not (is_debris(p) and _kind(p) == "file")]
     if others:

@@ -261,18 +261,21 @@ class StoreWriter:
             if problem:
                 bad[index] = problem
         for index, problem in bad.items():
+            file = fmt.shard_name(index)
+            files = [self.root / fmt.LAYERS_DIR / name / file for name in self.layers]
+            files.append(self.root / fmt.ROW_PARTS_DIR / f"{index:05d}.parquet")
+            for path in files:  # a folder there is not a file the writer left: not ours
+                if path.is_dir() and not path.is_symlink():
+                    raise ActclustError(f"cannot resume: {path} is a folder where a finished "
+                                        "shard should be; move it away, then resume")
             warnings.warn(f"store {self.root}: finished shard {index} is damaged ({problem}); "
                           "capturing it again", stacklevel=4)
-            file = fmt.shard_name(index)
             for name in self.layers:
                 info = self.manifest["layers"][name]
                 info["shards"] = [s for s in info["shards"] if s["file"] != file]
-                path = self.root / fmt.LAYERS_DIR / name / file
-                if os.path.lexists(path) and not path.is_dir():
-                    path.unlink()
-            part = self.root / fmt.ROW_PARTS_DIR / f"{index:05d}.parquet"
-            if os.path.lexists(part) and not part.is_dir():
-                part.unlink()
+            for path in files:
+                if os.path.lexists(path):
+                    path.unlink()  # a symlink goes, never what it points to
             self.manifest["shards_done"].remove(index)
         if bad:
             fmt.write_manifest(self.root, self.manifest)

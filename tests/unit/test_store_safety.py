@@ -34,8 +34,10 @@ def snapshot(root: Path) -> dict:
                 seen[rel] = ("link", os.readlink(path))
             elif path.is_dir():
                 seen[rel] = ("dir",)
-            else:
+            elif path.is_file():
                 seen[rel] = ("file", path.read_bytes())
+            else:  # a FIFO or device: reading it could block
+                seen[rel] = ("other", os.lstat(path).st_mode)
     return seen
 
 
