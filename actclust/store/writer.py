@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import warnings
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -23,6 +22,7 @@ from ..errors import ActclustError
 from . import format as fmt
 from . import paths
 from .lock import StoreLock
+from .resume import check_complete, drop_damaged_shards, remove_debris
 from .shards import ShardWriter, open_shard
 
 __all__ = ["StoreWriter", "ShardWriter", "prepare_directory", "write_parquet_atomic"]
@@ -137,15 +137,12 @@ class StoreWriter:
                                     f"{', '.join(self.layers)}; use --overwrite to start again")
             self.manifest = previous
             if previous["complete"]:
-                self._check_complete(verify)
-                # a kill after the final manifest may leave row parts
-                if os.path.lexists(self.root / fmt.ROW_PARTS_DIR):
-                    self._real_dir(self.root / fmt.ROW_PARTS_DIR)
-                    shutil.rmtree(self.root / fmt.ROW_PARTS_DIR)
+                check_complete(self.root, previous, verify)
                 self._lock.release()  # nothing left to write
             else:
-                self._remove_debris()
-                self._check_done_shards(verify)
+                remove_debris(self.root, previous, self.layers)
+                if drop_damaged_shards(self.root, previous, self.layers, verify):
+                    fmt.write_manifest(self.root, previous)
                 write_parquet_atomic(docs, self.root / fmt.DOCS)  # in case it never landed
             return
         for path in self.root.iterdir():  # a run killed before its first manifest
@@ -184,120 +181,6 @@ class StoreWriter:
         if previous.get("plan") != plan:
             raise ActclustError("cannot resume: the documents or shard size differ from the "
                                 "interrupted capture; use the same settings or --overwrite")
-
-    def _real_dir(self, path: Path) -> Path:
-        """``path`` as a real folder of the store: created if missing, never a symlink."""
-        if path.is_symlink():
-            raise ActclustError(f"cannot write store {self.root}: {path} is a symlink; a "
-                                "store never writes through a link. Remove it")
-        if path.exists() and not path.is_dir():
-            raise ActclustError(f"cannot write store {self.root}: {path} is not a folder")
-        path.mkdir(exist_ok=True)
-        return path
-
-    def _sweep(self, folder: Path, keep: set, patterns) -> None:
-        """Delete files in ``folder`` not in ``keep`` that a writer could have left;
-        anything else there is not the store's to delete, and is refused."""
-        for path in folder.iterdir():
-            if path.name in keep:
-                continue
-            if not any(p.match(path.name) for p in patterns) or \
-                    (path.is_dir() and not path.is_symlink()):
-                raise ActclustError(f"cannot resume: {path} is not part of the store; move "
-                                    "it away, then resume")
-            path.unlink()  # a symlink goes, never what it points to
-
-    def _remove_debris(self) -> None:
-        """Delete files a killed run left that the manifest does not list."""
-        layers_dir = self._real_dir(self.root / fmt.LAYERS_DIR)
-        for name in self.layers:
-            listed = {s["file"] for s in self.manifest["layers"][name]["shards"]}
-            self._sweep(self._real_dir(layers_dir / name), listed,
-                        (fmt.SHARD_FILE, paths.SHARD_TMP))
-        done = {f"{i:05d}.parquet" for i in self.manifest["shards_done"]}
-        self._sweep(self._real_dir(self.root / fmt.ROW_PARTS_DIR), done,
-                    (fmt.PART_FILE, paths.PART_TMP))
-        for path in self.root.iterdir():
-            if paths.ROOT_TMP.match(path.name) and not path.is_dir():
-                path.unlink()
-
-    def _shard_problem(self, index: int, verify: bool, trailing: dict) -> str | None:
-        """Why finished shard ``index`` cannot be kept (its files in every layer and its
-        row part), or None."""
-        for name in self.layers:
-            info = self.manifest["layers"][name]
-            entry = next(s for s in info["shards"] if s["file"] == fmt.shard_name(index))
-            shape, problems = open_shard(self.root, name, entry, info["dtype"],
-                                         trailing.get(name), checksum=verify, mapped=False)
-            if problems:
-                return f"{fmt.LAYERS_DIR}/{name}/{entry['file']}: {problems[0]}"
-            if entry["rows"]:
-                trailing.setdefault(name, shape.shape[1:])
-        part = f"{index:05d}.parquet"
-        n = self._parquet_rows(fmt.ROW_PARTS_DIR, part)
-        if n != self.plan[index]["rows"]:
-            return f"{fmt.ROW_PARTS_DIR}/{part}: " + \
-                (f"{n} rows, the plan says {self.plan[index]['rows']}" if n is not None
-                 else "missing or unreadable")
-        return None
-
-    def _parquet_rows(self, *parts: str) -> int | None:
-        import pyarrow.parquet as pq
-
-        fh, _ = paths.open_checked(self.root, *parts)
-        if fh is None:
-            return None
-        with fh:
-            try:
-                return int(pq.ParquetFile(fh).metadata.num_rows)
-            except Exception:  # any parquet failure means a damaged file
-                return None
-
-    def _check_done_shards(self, verify: bool) -> None:
-        """Capture again every shard listed as finished that is not whole any more."""
-        trailing, bad = {}, {}
-        for index in sorted(self.manifest["shards_done"]):
-            problem = self._shard_problem(index, verify, trailing)
-            if problem:
-                bad[index] = problem
-        for index, problem in bad.items():
-            file = fmt.shard_name(index)
-            files = [self.root / fmt.LAYERS_DIR / name / file for name in self.layers]
-            files.append(self.root / fmt.ROW_PARTS_DIR / f"{index:05d}.parquet")
-            for path in files:  # a folder there is not a file the writer left: not ours
-                if path.is_dir() and not path.is_symlink():
-                    raise ActclustError(f"cannot resume: {path} is a folder where a finished "
-                                        "shard should be; move it away, then resume")
-            warnings.warn(f"store {self.root}: finished shard {index} is damaged ({problem}); "
-                          "capturing it again", stacklevel=4)
-            for name in self.layers:
-                info = self.manifest["layers"][name]
-                info["shards"] = [s for s in info["shards"] if s["file"] != file]
-            for path in files:
-                if os.path.lexists(path):
-                    path.unlink()  # a symlink goes, never what it points to
-            self.manifest["shards_done"].remove(index)
-        if bad:
-            fmt.write_manifest(self.root, self.manifest)
-
-    def _check_complete(self, verify: bool) -> None:
-        """A complete store is resumed only when whole; it is never patched."""
-        for name in self.layers:
-            info = self.manifest["layers"][name]
-            for entry in info["shards"]:
-                _, problems = open_shard(self.root, name, entry, info["dtype"],
-                                         tuple(info["shape"][1:]), checksum=verify,
-                                         mapped=False)
-                if problems:
-                    raise ActclustError(
-                        f"cannot resume: store {self.root} is complete but "
-                        f"{fmt.LAYERS_DIR}/{name}/{entry['file']} is damaged "
-                        f"({problems[0]}); capture it again with --overwrite")
-        n = self._parquet_rows(fmt.ROWS)
-        if n != self.manifest["n_rows"]:
-            raise ActclustError(f"cannot resume: store {self.root} is complete but its "
-                                f"{fmt.ROWS} is missing, unreadable or of the wrong length; "
-                                "capture it again with --overwrite")
 
     @property
     def complete(self) -> bool:

@@ -16,7 +16,6 @@ import pytest
 from actclust import ActivationStore
 from actclust.errors import ActclustError
 from actclust.store import ShardWriter, StoreWriter, verify_store
-from actclust.store import format as fmt
 from actclust.store.lock import StoreLock
 from tests.unit.test_store import LAYERS, make_store
 
@@ -246,6 +245,18 @@ def test_overwrite_removes_exactly_the_store(tmp_path):
     store = ActivationStore(tmp_path / "s")
     np.testing.assert_array_equal(store.layer(LAYERS[0]).to_numpy(), data[LAYERS[0]])
     assert (tmp_path / "neighbour.txt").read_text() == "mine"
+
+
+def test_outputs_inside_a_store_are_recognised(tmp_path):
+    from actclust.store.paths import enclosing_store
+
+    make_store(tmp_path / "s")
+    assert enclosing_store(tmp_path / "s" / "rows.parquet") == tmp_path / "s"
+    assert enclosing_store(tmp_path / "s" / "layers" / "new" / "x.html") == tmp_path / "s"
+    assert enclosing_store(tmp_path / "s") == tmp_path / "s"
+    assert enclosing_store(tmp_path / "results.parquet") is None
+    extension_folder(tmp_path / "ext")  # a manifest.json that is not a store's
+    assert enclosing_store(tmp_path / "ext" / "out.parquet") is None
 
 
 def test_a_file_as_output_is_refused(tmp_path):
