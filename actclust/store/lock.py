@@ -91,6 +91,27 @@ class StoreLock:
                     os.close(fd)
         raise ActclustError(f"cannot lock store {self.root}: its lock file keeps changing")
 
+    def holder(self) -> str | None:
+        """Who holds the lock now (pid, host, start), or None if nobody; creates nothing."""
+        if fcntl is None:
+            return None
+        try:
+            fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) |
+                         getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+        except OSError:
+            return None  # no lock file, or not one acquire would accept: it will say so
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                return None
+            try:
+                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except OSError:
+                return _describe(fd)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            return None
+        finally:
+            os.close(fd)
+
     def release(self) -> None:
         """Remove the lock file, then drop the lock (in that order, see ``acquire``)."""
         fd, self._fd = self._fd, None

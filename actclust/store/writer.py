@@ -25,7 +25,8 @@ from .lock import StoreLock
 from .resume import check_complete, drop_damaged_shards, remove_debris
 from .shards import ShardWriter, open_shard
 
-__all__ = ["StoreWriter", "ShardWriter", "prepare_directory", "write_parquet_atomic"]
+__all__ = ["StoreWriter", "ShardWriter", "check_store_target", "prepare_directory",
+           "write_parquet_atomic"]
 
 
 def write_parquet_atomic(df: pd.DataFrame, path: Path) -> None:
@@ -62,6 +63,30 @@ def prepare_directory(root: Path, resume: bool, overwrite: bool) -> str:
     return state
 
 
+def check_store_target(root, resume: bool = False, overwrite: bool = False) -> Path:
+    """Everything a :class:`StoreWriter` would refuse about ``root``, checked without
+    creating or changing anything; returns the absolute path it would write.
+
+    Call it before long work (loading a model, tokenizing) so a bad ``--out`` fails at
+    once. Also refused here: a store another writer is writing now.
+
+    Example:
+        >>> check_store_target("")
+        Traceback (most recent call last):
+        ...
+        actclust.errors.ActclustError: the output path is empty; name the store directory
+    """
+    if resume and overwrite:
+        raise ActclustError("choose one of --resume and --overwrite, not both")
+    path = paths.check_output_path(root, destructive=resume or overwrite)
+    state = prepare_directory(path, resume, overwrite)
+    holder = StoreLock(path).holder() if state == "store" else None
+    if holder:
+        raise ActclustError(f"store {path} is being written by another writer ({holder}); "
+                            "wait for it to finish or stop it, then retry")
+    return path
+
+
 class StoreWriter:
     """Writes a whole store shard by shard, following a plan fixed before the first row.
 
@@ -94,15 +119,12 @@ class StoreWriter:
     def __init__(self, root, header: dict, plan: list, layers: list, docs: pd.DataFrame,
                  storage_dtype: str, resume: bool = False, overwrite: bool = False,
                  verify: bool = False):
-        if resume and overwrite:
-            raise ActclustError("choose one of --resume and --overwrite, not both")
-        self.root = paths.check_output_path(root, destructive=resume or overwrite)
         self.layers = [fmt.check_name(name) for name in layers]
+        self.root = check_store_target(root, resume, overwrite)
         self.storage_dtype = storage_dtype
         self.plan = plan
         self._shard = None
         created = not os.path.lexists(self.root)
-        prepare_directory(self.root, resume, overwrite)
         try:
             self.root.mkdir(parents=True, exist_ok=True)
         except OSError as err:

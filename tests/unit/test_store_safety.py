@@ -646,6 +646,25 @@ def test_a_second_writer_in_the_same_process_is_refused(tmp_path):
     new_writer(root, overwrite=True).close()
 
 
+def test_targets_are_checked_before_any_work(tmp_path):
+    from actclust.store.writer import check_store_target
+
+    root = tmp_path / "s"
+    plan, docs, data = interrupted(root)
+    extension_folder(tmp_path / "ext")
+    before = snapshot(tmp_path)
+    assert check_store_target(root, resume=True) == root
+    assert check_store_target(tmp_path / "new") == tmp_path / "new"
+    with pytest.raises(ActclustError, match="not an actclust store"):
+        check_store_target(tmp_path / "ext", overwrite=True)
+    with pytest.raises(ActclustError, match="already exists; pass --resume"):
+        check_store_target(root)
+    with new_writer(root, resume=True):
+        with pytest.raises(ActclustError, match=f"another writer \\(pid {os.getpid()}"):
+            check_store_target(root, resume=True)
+    assert snapshot(tmp_path) == before
+
+
 def test_the_lock_is_released_on_close_abort_and_errors(tmp_path):
     root = tmp_path / "s"
     plan, docs, data = interrupted(root)
