@@ -215,7 +215,6 @@ class LayerView:
         self.name = name
         info = store.manifest["layers"][name]
         self.storage_dtype = info["dtype"]
-        self._dir = store.root / fmt.LAYERS_DIR / fmt.layer_dir_name(name)
         self._shard_info = info["shards"]
         self._trailing = tuple(info["shape"][1:]) if info["shape"] else None
         self.shape = tuple(info["shape"]) if info["shape"] else (0,)
