@@ -202,30 +202,6 @@ def classify(root: Path) -> tuple[str, str]:
     return "empty", ""
 
 
-def is_store(folder: Path) -> bool:
-    """Whether ``folder`` holds a store manifest (judged by content, like :func:`classify`)."""
-    return os.path.isdir(folder) and os.path.lexists(Path(folder) / fmt.MANIFEST) and \
-        classify(Path(folder))[0] == "store"
-
-
-def enclosing_store(path) -> Path | None:
-    """The store folder ``path`` is, or lies inside, if any; None otherwise.
-
-    For commands that write outputs: a results table or report must not land in a store
-    (``fit --out STORE/rows.parquet`` would replace its row table).
-
-    Example:
-        >>> import tempfile
-        >>> enclosing_store(Path(tempfile.mkdtemp()) / "results.parquet") is None
-        True
-    """
-    absolute = Path(os.path.abspath(os.fspath(path)))
-    for folder in (absolute, *absolute.parents):
-        if is_store(folder):
-            return folder
-    return None
-
-
 def remove_entries(entries: list[Path], keep: Path | None = None) -> None:
     """Delete what :func:`store_entries` listed (files, then their emptied folders)."""
     for path in entries:

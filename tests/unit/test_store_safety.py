@@ -247,18 +247,6 @@ def test_overwrite_removes_exactly_the_store(tmp_path):
     assert (tmp_path / "neighbour.txt").read_text() == "mine"
 
 
-def test_outputs_inside_a_store_are_recognised(tmp_path):
-    from actclust.store.paths import enclosing_store
-
-    make_store(tmp_path / "s")
-    assert enclosing_store(tmp_path / "s" / "rows.parquet") == tmp_path / "s"
-    assert enclosing_store(tmp_path / "s" / "layers" / "new" / "x.html") == tmp_path / "s"
-    assert enclosing_store(tmp_path / "s") == tmp_path / "s"
-    assert enclosing_store(tmp_path / "results.parquet") is None
-    extension_folder(tmp_path / "ext")  # a manifest.json that is not a store's
-    assert enclosing_store(tmp_path / "ext" / "out.parquet") is None
-
-
 def test_a_file_as_output_is_refused(tmp_path):
     (tmp_path / "f").write_text("x")
     with pytest.raises(ActclustError, match="not a directory"):
