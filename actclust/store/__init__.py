@@ -1,7 +1,8 @@
 """The disk-backed activation store: atomic sharded writer and memory-mapped reader."""
 
 from .format import SCHEMA_VERSION, STORAGE_DTYPES
-from .reader import ActivationStore, LayerView, open_store, verify_store
+from .reader import ActivationStore, LayerView, open_store
+from .verify import verify_store
 from .writer import ShardWriter, StoreWriter
 
 __all__ = ["ActivationStore", "LayerView", "open_store", "ShardWriter", "StoreWriter", "verify_store",

@@ -1,9 +1,16 @@
-"""Reading a store: memory-mapped layers, the row table, labels, batches and torch loaders."""
+"""Reading a store: memory-mapped layers, the row table, labels, batches and torch loaders.
+
+Nothing read from disk is trusted: the manifest is validated when the store is opened,
+every file is reached inside the store without following a symlink, each shard's header
+is checked against the manifest before its rows are used, and the row table must have a
+row per stored vector (``docs/safety.md``).
+"""
 
 from __future__ import annotations
 
-import hashlib
 import mmap
+import os
+import stat
 from functools import cached_property
 from pathlib import Path
 from typing import Iterator, Optional
@@ -13,6 +20,8 @@ import pandas as pd
 
 from ..errors import ActclustError, closest
 from . import format as fmt
+from . import paths
+from .shards import load_shard
 
 
 class ActivationStore:
@@ -35,17 +44,44 @@ class ActivationStore:
     def __init__(self, root, allow_incomplete: bool = False):
         self.root = Path(root)
         self.manifest = fmt.read_manifest(self.root)
-        if not self.manifest["complete"] and not allow_incomplete:
-            done = len(self.manifest.get("shards_done", []))
-            raise ActclustError(
-                f"store {self.root} is incomplete: its capture stopped after {done} of "
-                f"{len(self.manifest['plan'])} shards. Run the same capture again with "
-                "--resume to finish it.")
+        if not self.manifest["complete"]:
+            if not allow_incomplete:
+                done = len(self.manifest.get("shards_done", []))
+                raise ActclustError(
+                    f"store {self.root} is incomplete: its capture stopped after {done} of "
+                    f"{len(self.manifest['plan'])} shards. Run the same capture again with "
+                    "--resume to finish it.")
+        else:
+            n = self._table_length(fmt.ROWS)
+            if n != len(self):
+                raise ActclustError(f"store {self.root} is damaged: {fmt.ROWS} has {n} rows, "
+                                    f"its layers {len(self)}; run `actclust verify "
+                                    f"{self.root}` and capture it again")
 
     def __repr__(self) -> str:
+        dataset = self.manifest.get("dataset", {}).get("name")
         return (f"ActivationStore({str(self.root)!r}, model={self.model_name!r}, "
-                f"dataset={self.manifest['dataset']['name']!r}, rows={len(self)}, "
-                f"layers={self.layers})")
+                f"dataset={dataset!r}, rows={len(self)}, layers={self.layers})")
+
+    def _read_table(self, name: str, **kwargs) -> pd.DataFrame:
+        with paths.open_in_store(self.root, name, what="table") as fh:
+            try:
+                return pd.read_parquet(fh, **kwargs)
+            except Exception as err:  # pyarrow's errors for a damaged file vary by damage
+                raise ActclustError(f"{self.root / name} is not a readable parquet table "
+                                    f"({type(err).__name__}); run `actclust verify "
+                                    f"{self.root}`") from None
+
+    def _table_length(self, name: str) -> int:
+        import pyarrow.parquet as pq
+
+        with paths.open_in_store(self.root, name, what="table") as fh:
+            try:
+                return int(pq.ParquetFile(fh).metadata.num_rows)
+            except Exception as err:
+                raise ActclustError(f"{self.root / name} is not a readable parquet table "
+                                    f"({type(err).__name__}); run `actclust verify "
+                                    f"{self.root}`") from None
 
     def __len__(self) -> int:
         return int(self.manifest["n_rows"])
@@ -61,7 +97,7 @@ class ActivationStore:
 
     @property
     def model_name(self) -> str:
-        return self.manifest["model"]["name"]
+        return self.manifest.get("model", {}).get("name", "?")
 
     def layer(self, name: str) -> "LayerView":
         """The activations of one layer as a memory-mapped, sliceable view."""
@@ -76,7 +112,7 @@ class ActivationStore:
     @cached_property
     def docs(self) -> pd.DataFrame:
         """One row per document: ``doc_id``, text and document-level labels."""
-        return pd.read_parquet(self.root / fmt.DOCS)
+        return self._read_table(fmt.DOCS)
 
     @cached_property
     def rows(self) -> pd.DataFrame:
@@ -86,10 +122,20 @@ class ActivationStore:
         and ``token`` (token-level stores), token-level label columns, then the
         document's columns (``text`` and labels).
         """
-        rows = pd.read_parquet(self.root / fmt.ROWS)
+        rows = self._read_table(fmt.ROWS)
+        if len(rows) != len(self):
+            raise ActclustError(f"store {self.root} is damaged: {fmt.ROWS} has {len(rows)} "
+                                f"rows, its layers {len(self)}; run `actclust verify`")
         docs = self.docs
+        if "doc_id" not in rows.columns or "doc_id" not in docs.columns:
+            raise ActclustError(f"store {self.root} is damaged: {fmt.ROWS} or {fmt.DOCS} has "
+                                "no doc_id column; run `actclust verify`")
         extra = [c for c in docs.columns if c == "doc_id" or c not in rows.columns]
-        return rows.merge(docs[extra], on="doc_id", how="left", validate="many_to_one")
+        try:
+            return rows.merge(docs[extra], on="doc_id", how="left", validate="many_to_one")
+        except (pd.errors.MergeError, ValueError, TypeError) as err:
+            raise ActclustError(f"store {self.root} is damaged: its rows do not join its "
+                                f"documents ({str(err)[:100]}); run `actclust verify`") from None
 
     @property
     def label_columns(self) -> list[str]:
@@ -111,14 +157,21 @@ class ActivationStore:
         return rows[column].to_numpy()
 
     def size_bytes(self) -> int:
-        """Bytes on disk taken by the whole store directory."""
-        return sum(p.stat().st_size for p in self.root.rglob("*") if p.is_file())
+        """Bytes on disk taken by the whole store directory (symlinks are not followed)."""
+        total = 0
+        for folder, _, files in os.walk(self.root):
+            for name in files:
+                st = os.lstat(os.path.join(folder, name))
+                total += st.st_size if stat.S_ISREG(st.st_mode) else 0
+        return total
 
     def verify(self) -> list[str]:
         """Recompute checksums and check shapes and row alignment; returns the problems.
 
         An empty list means the store is intact.
         """
+        from .verify import verify_store
+
         return verify_store(self.root)
 
 
@@ -162,8 +215,8 @@ class LayerView:
         self.name = name
         info = store.manifest["layers"][name]
         self.storage_dtype = info["dtype"]
-        self._dir = store.root / fmt.LAYERS_DIR / fmt.layer_dir_name(name)
         self._shard_info = info["shards"]
+        self._trailing = tuple(info["shape"][1:]) if info["shape"] else None
         self.shape = tuple(info["shape"]) if info["shape"] else (0,)
         counts = [s["rows"] for s in self._shard_info]
         self._offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
@@ -186,21 +239,16 @@ class LayerView:
 
     @cached_property
     def shards(self) -> list[np.memmap]:
-        """One read-only memory map per shard file, in row order."""
-        maps = []
+        """One read-only memory map per shard file, in row order.
+
+        Every shard's header (shape, dtype, order) and size are checked against the
+        manifest before any is returned: an odd shard is an error naming it.
+        """
+        maps, trailing = [], self._trailing
         for info in self._shard_info:
-            path = self._dir / info["file"]
-            try:
-                arr = np.load(path, mmap_mode="r")
-            except FileNotFoundError:
-                raise ActclustError(f"shard {path} is missing; run `actclust verify "
-                                    f"{self.store.root}` and capture again") from None
-            except ValueError as err:
-                raise ActclustError(f"shard {path} is damaged ({err}); run `actclust "
-                                    f"verify {self.store.root}`") from None
-            if arr.shape[0] != info["rows"]:
-                raise ActclustError(f"shard {path} has {arr.shape[0]} rows, the manifest "
-                                    f"says {info['rows']}; run `actclust verify`")
+            arr = load_shard(self.store.root, self.name, info, self.storage_dtype, trailing)
+            if trailing is None and info["rows"]:  # incomplete store: the first sets it
+                trailing = arr.shape[1:]
             maps.append(arr)
         return maps
 
@@ -327,8 +375,9 @@ class LayerView:
     def torch_dataset(self, batch_size: int = 4096, shuffle: bool = False, seed: int = 0,
                       labels: Optional[str] = None):
         """A torch ``IterableDataset`` of float32 batches (split across DataLoader workers)."""
-        dataset = globals().get("_LayerIterable") or __getattr__("_LayerIterable")
-        return dataset(self, batch_size, shuffle, seed, labels)
+        from .torch_data import LayerIterable
+
+        return LayerIterable(self, batch_size, shuffle, seed, labels)
 
     def dataloader(self, batch_size: int = 4096, shuffle: bool = False, seed: int = 0,
                    labels: Optional[str] = None, num_workers: int = 0):
@@ -343,113 +392,3 @@ class LayerView:
         return torch.utils.data.DataLoader(
             self.torch_dataset(batch_size, shuffle, seed, labels), batch_size=None,
             num_workers=num_workers)
-
-
-def _layer_iterable_class():
-    """The torch dataset class, made on first use: opening a store must not import torch."""
-    import torch.utils.data
-
-    class _LayerIterable(torch.utils.data.IterableDataset):
-        def __init__(self, view: LayerView, batch_size, shuffle, seed, labels):
-            self.view, self.batch_size, self.shuffle = view, batch_size, shuffle
-            self.seed, self.labels, self.epoch = seed, labels, 0
-
-        def __iter__(self):
-            info = torch.utils.data.get_worker_info()
-            worker, n_workers = (info.id, info.num_workers) if info else (0, 1)
-            # A new permutation each epoch, the same for every worker so their parts don't
-            # overlap.
-            batches = self.view.iter_batches(self.batch_size, self.shuffle,
-                                             self.seed + self.epoch, self.labels, np.float32)
-            self.epoch += 1
-            for i, item in enumerate(batches):
-                if i % n_workers != worker:
-                    continue
-                # a copy: batches may be views of the read-only memory map
-                if self.labels is None:
-                    yield torch.from_numpy(np.array(item))
-                else:
-                    yield torch.from_numpy(np.array(item[0])), item[1]
-
-        def __len__(self):
-            return -(-len(self.view) // self.batch_size)
-
-    _LayerIterable.__qualname__ = "_LayerIterable"
-    return _LayerIterable
-
-
-def __getattr__(name):
-    # Pickle (DataLoader workers started by spawn) finds the class by this module attribute.
-    if name == "_LayerIterable":
-        globals()[name] = _layer_iterable_class()
-        return globals()[name]
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def verify_store(root) -> list[str]:
-    """Check every shard against the manifest; returns one message per problem found.
-
-    Example:
-        >>> import tempfile
-        >>> import actclust
-        >>> store = actclust.capture("minilm", "topics", "blocks.0.hook_out", pool="mean",
-        ...                          out=tempfile.mkdtemp() + "/s", limit=8, progress=False)
-        >>> verify_store(store.root)
-        []
-    """
-    root = Path(root)
-    manifest = fmt.read_manifest(root)
-    problems = []
-    if not manifest["complete"]:
-        problems.append(f"{root}: capture incomplete ({len(manifest.get('shards_done', []))}"
-                        f" of {len(manifest['plan'])} shards); resume it with --resume")
-    n_rows = manifest["n_rows"]
-    if manifest["complete"]:
-        try:
-            rows = pd.read_parquet(root / fmt.ROWS, columns=["row", "doc_id"])
-            docs = pd.read_parquet(root / fmt.DOCS, columns=["doc_id"])
-            if len(rows) != n_rows:
-                problems.append(f"{fmt.ROWS}: {len(rows)} rows, manifest says {n_rows}")
-            orphans = ~rows["doc_id"].isin(docs["doc_id"])
-            if orphans.any():
-                problems.append(f"{fmt.ROWS}: {int(orphans.sum())} rows point to documents "
-                                f"missing from {fmt.DOCS}")
-        except Exception as err:  # any parquet failure means a damaged table
-            problems.append(f"{fmt.ROWS} or {fmt.DOCS}: unreadable ({err})")
-    for name, info in manifest["layers"].items():
-        layer_dir = root / fmt.LAYERS_DIR / fmt.layer_dir_name(name)
-        total = 0
-        for shard in info["shards"]:
-            path = layer_dir / shard["file"]
-            label = f"{fmt.LAYERS_DIR}/{name}/{shard['file']}"
-            total += shard["rows"]
-            if not path.exists():
-                problems.append(f"{label}: missing")
-                continue
-            if sha256_file(path) != shard["sha256"]:
-                problems.append(f"{label}: checksum mismatch (file changed or damaged)")
-                continue
-            try:
-                arr = np.load(path, mmap_mode="r")
-            except ValueError as err:
-                problems.append(f"{label}: not a valid .npy file ({err})")
-                continue
-            if arr.shape[0] != shard["rows"]:
-                problems.append(f"{label}: {arr.shape[0]} rows, manifest says {shard['rows']}")
-            if info["shape"] and list(arr.shape[1:]) != list(info["shape"][1:]):
-                problems.append(f"{label}: row shape {list(arr.shape[1:])}, layer is "
-                                f"{info['shape'][1:]}")
-            if arr.dtype != fmt.STORAGE_DTYPES[info["dtype"]]:
-                problems.append(f"{label}: dtype {arr.dtype}, manifest says {info['dtype']}")
-        if manifest["complete"] and total != n_rows:
-            problems.append(f"{fmt.LAYERS_DIR}/{name}: its shards list {total} rows, "
-                            f"the store has {n_rows} (row alignment broken)")
-    return problems
