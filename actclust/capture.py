@@ -27,6 +27,7 @@ from .data.base import Dataset
 from .errors import ActclustError
 from .models import Target, load_target
 from .store import ActivationStore, StoreWriter
+from .store.writer import check_store_target
 from .store.format import STORAGE_DTYPES
 
 POOLS = ("none", "mean", "last", "cls")
@@ -53,7 +54,7 @@ def capture(model, dataset, layers, pool: str = "none", out=None, batch_size: in
             exclude_special: bool = False, limit: Optional[int] = None,
             shard_rows: int = DEFAULT_SHARD_ROWS, resume: bool = False,
             overwrite: bool = False, progress: bool = True, text_column: str = "text",
-            labels=None, tokenizer=None) -> ActivationStore:
+            labels=None, tokenizer=None, verify: bool = False) -> ActivationStore:
     """Capture activations of ``layers`` of ``model`` over ``dataset`` into a store at ``out``.
 
     Args:
@@ -78,6 +79,9 @@ def capture(model, dataset, layers, pool: str = "none", out=None, batch_size: in
         resume: finish an interrupted capture into ``out``.
         overwrite: replace an existing store at ``out``.
         progress: show a progress bar with rows/s.
+        verify: with ``resume``, recompute the checksum of every finished shard before
+            going on (headers and sizes are always checked); a damaged shard is captured
+            again.
 
     Returns:
         The :class:`~actclust.ActivationStore` written to ``out``.
@@ -100,6 +104,7 @@ def capture(model, dataset, layers, pool: str = "none", out=None, batch_size: in
     for name, value in {"batch_size": batch_size, "shard_rows": shard_rows, "limit": limit,
                         "max_length": max_length}.items():
         _check_count(name, value, optional=name in ("limit", "max_length"))
+    check_store_target(out, resume, overwrite)  # a bad destination fails before the model loads
     device = resolve_device(device)
     ds = as_dataset(dataset, text_column=text_column, labels=labels)  # cheap checks first
     target = load_target(model, tokenizer=tokenizer, device=device)
@@ -126,9 +131,13 @@ def capture(model, dataset, layers, pool: str = "none", out=None, batch_size: in
                     "shard_rows": shard_rows, "truncated_docs": plan.truncated},
     }
     writer = StoreWriter(out, header, shards, layer_names, ds.docs, dtype,
-                         resume=resume, overwrite=overwrite)
-    if not writer.complete:
-        _run(target, ds, plan, writer, layer_names, pool, batch_size, dtype, progress, device)
+                         resume=resume, overwrite=overwrite, verify=verify)
+    try:
+        if not writer.complete:
+            _run(target, ds, plan, writer, layer_names, pool, batch_size, dtype, progress,
+                 device)
+    finally:
+        writer.close()  # releases the writer lock, whatever happened
     return ActivationStore(out)
 
 

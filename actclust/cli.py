@@ -180,6 +180,8 @@ def build_parser() -> argparse.ArgumentParser:
     group = p.add_mutually_exclusive_group()
     group.add_argument("--resume", action="store_true", help="finish an interrupted capture")
     group.add_argument("--overwrite", action="store_true", help="replace an existing store")
+    p.add_argument("--verify", action="store_true",
+                   help="with --resume: recompute the checksums of the finished shards first")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_capture)
 
@@ -277,7 +279,7 @@ def cmd_capture(args) -> int:
                     max_length=args.max_length, exclude_special=args.exclude_special,
                     limit=args.limit, shard_rows=args.shard_rows or DEFAULT_SHARD_ROWS,
                     resume=args.resume, overwrite=args.overwrite, progress=not args.quiet,
-                    text_column=args.text_column)
+                    text_column=args.text_column, verify=args.verify)
     print(f"wrote {len(store)} rows x {len(store.layers)} layers to {store.root}")
     return 0
 

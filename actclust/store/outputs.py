@@ -13,6 +13,7 @@ from pathlib import Path
 
 from ..errors import ActclustError
 from . import format as fmt
+from .paths import classify
 
 
 def enclosing_store(path) -> Path | None:
@@ -25,11 +26,8 @@ def enclosing_store(path) -> Path | None:
     """
     here = Path(os.path.abspath(path))
     for folder in [here, *here.parents]:
-        if (folder / fmt.MANIFEST).is_file():
-            try:
-                fmt.read_manifest(folder)
-            except (ActclustError, OSError):
-                continue  # a foreign manifest.json: not ours, so not a store
+        # By content, so a damaged store still counts and a foreign manifest.json does not.
+        if os.path.lexists(folder / fmt.MANIFEST) and classify(folder)[0] == "store":
             return folder
     return None
 
