@@ -129,7 +129,24 @@ def check_results(results) -> pd.DataFrame:
                             f"tidy table of actclust.compare ({', '.join(RESULT_COLUMNS)})")
     if results.empty:
         raise ActclustError("results are empty: nothing to plot")
+    _check_result_types(results)
     return results
+
+
+def _check_result_types(results: pd.DataFrame) -> None:
+    """Text where the table has names and numbers where it has numbers: a table of the
+    right columns but other contents would otherwise fail deep inside a figure."""
+    for column in ("layer", "method", "label", "metric"):
+        values = results[column].dropna() if column == "label" else results[column]
+        if not all(isinstance(v, str) for v in values):
+            bad = next(v for v in values if not isinstance(v, str))
+            raise ActclustError(f"results column {column!r} holds {type(bad).__name__} "
+                                f"values ({bad!r}); expected text, as actclust.compare writes")
+    for column in ("seed", "value"):
+        if not pd.api.types.is_numeric_dtype(results[column]) or \
+                pd.api.types.is_bool_dtype(results[column]):
+            raise ActclustError(f"results column {column!r} is {results[column].dtype}, not "
+                                "numbers; expected the table actclust.compare writes")
 
 
 # ---------------------------------------------------------------- hover text of rows

@@ -38,6 +38,7 @@ def add_command(subparsers) -> None:
 
 def cmd_report(args) -> int:
     from ..errors import ActclustError
+    from ..store.outputs import check_output_file
     from .report import write_report
 
     if not Path(args.store).is_dir():
@@ -45,6 +46,7 @@ def cmd_report(args) -> int:
                             "`actclust capture --out` wrote")
     if args.max_points < 3:
         raise ActclustError(f"--max-points must be at least 3, got {args.max_points}")
+    check_output_file(args.out, "-o/--out")  # before the maps and fits, not after
     path = write_report(args.store, args.results, args.out, label=args.label,
                         reporter=args.reporter, map_method=args.map,
                         max_points=args.max_points, dashboards=not args.no_dashboards)

@@ -519,3 +519,30 @@ def test_a_second_writer_is_refused_and_the_holder_named(sandbox, capsys, flag):
     finally:
         held.release()
     assert not (sandbox / "store" / ".lock").exists()
+
+
+# ---------------------------------------------------------------- the report's inputs and output
+
+@pytest.mark.parametrize("out,words", [
+    ("store/report.html", ["inside the store"]),
+    ("outside", ["directory"]),
+    ("", ["empty"]),
+])
+def test_the_report_checks_its_output_first(sandbox, capsys, out, words):
+    refused_untouched(sandbox, capsys, ["report", "store", "-o", out, "--map", "pca"], *words)
+
+
+@pytest.mark.parametrize("table", [
+    "not a parquet file",
+    pd.DataFrame({"layer": [1], "method": [2.0], "label": [None], "metric": [b"x"],
+                  "seed": ["zero"], "value": ["high"]}),
+    pd.DataFrame({"layer": ["1"], "nonsense": [1]}),
+])
+def test_a_results_table_of_the_wrong_shape_or_types(sandbox, capsys, table):
+    path = sandbox / "results.parquet"
+    if isinstance(table, str):
+        path.write_text(table)
+    else:
+        table.to_parquet(path)
+    refused_untouched(sandbox, capsys, ["report", "store", "--results", "results.parquet",
+                                        "-o", "r.html", "--map", "pca"], "results")
