@@ -1,4 +1,5 @@
-"""The ``actclust`` command line.
+"""The ``actclust`` command line: the parser and the one handler that turns failures into
+one line. The commands themselves are in :mod:`actclust.cli.commands`.
 
 One handler at the top turns every expected failure (bad input, unreadable or unwritable
 files, invalid settings, malformed stores) into one line on stderr, ``actclust: error:
@@ -15,11 +16,10 @@ import os
 import sys
 import traceback
 import warnings
-from pathlib import Path
 
-from .errors import ActclustError
+from ..errors import ActclustError
 
-EXIT_BAD_STORE = 1  # `verify` found problems
+from .commands import EXIT_BAD_STORE  # noqa: F401  (`verify` found problems)
 EXIT_USAGE = 2  # an expected failure: bad input, files, permissions, settings
 EXIT_BUG = 3  # an unexpected exception: a bug to report
 EXIT_INTERRUPTED = 130
@@ -134,13 +134,15 @@ N_CLUSTERS = int_at_least(2)
 
 
 def _reporter_names():
-    from .reporters import registry
+    from ..reporters import registry
 
     return registry()
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from ._util.version import __version__
+    from .._util.version import __version__
+
+    from . import commands as c
 
     parser = _Parser(
         prog="actclust", description="Capture activations, find their clusters, compare "
@@ -154,10 +156,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", nargs="?", help="a bundled name or a Hugging Face directory")
     p.add_argument("--all", action="store_true",
                    help="also list plain module paths, not only TransformerLens names")
-    p.set_defaults(func=cmd_models)
+    p.set_defaults(func=c.cmd_models)
 
     p = sub.add_parser("datasets", help="list the bundled datasets")
-    p.set_defaults(func=cmd_datasets)
+    p.set_defaults(func=c.cmd_datasets)
 
     p = sub.add_parser("capture", help="capture activations into a store")
     p.add_argument("--model", required=True, help="minilm, digits-mlp, or a HF model directory")
@@ -183,15 +185,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--verify", action="store_true",
                    help="with --resume: recompute the checksums of the finished shards first")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(func=cmd_capture)
+    p.set_defaults(func=c.cmd_capture)
 
     p = sub.add_parser("info", help="what a store holds")
     p.add_argument("store")
-    p.set_defaults(func=cmd_info)
+    p.set_defaults(func=c.cmd_info)
 
     p = sub.add_parser("verify", help="recompute checksums, check shapes and row alignment")
     p.add_argument("store")
-    p.set_defaults(func=cmd_verify)
+    p.set_defaults(func=c.cmd_verify)
 
     p = sub.add_parser("fit", help="fit one reporter on one layer and score its clusters")
     p.add_argument("store")
@@ -202,7 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=SEED, default=0)
     p.add_argument("--labels", help="label columns to score against (default: all)")
     p.add_argument("--out", help="write row -> cluster as parquet")
-    p.set_defaults(func=cmd_fit)
+    p.set_defaults(func=c.cmd_fit)
 
     p = sub.add_parser("compare", help="reporters vs linear probes over layers and seeds")
     p.add_argument("store")
@@ -216,17 +218,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--group-column", help="rows sharing it never straddle a probe split")
     p.add_argument("--out", required=True, help="results table (.parquet)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(func=cmd_compare)
+    p.set_defaults(func=c.cmd_compare)
 
     p = sub.add_parser("demo", help="the whole pipeline on the bundled MiniLM and topics")
     p.add_argument("--out", default="actclust-demo", help="output directory")
     p.add_argument("--limit", type=POSITIVE, default=None, help="documents to use (default all)")
     p.add_argument("--overwrite", action="store_true",
                    help="capture again even if OUT holds a store with other settings")
-    p.set_defaults(func=cmd_demo)
+    p.set_defaults(func=c.cmd_demo)
 
-    from .sweep import add_command as add_sweep_command
-    from .viz.cli import add_command as add_report_command
+    from ..sweep import add_command as add_sweep_command
+    from ..viz.cli import add_command as add_report_command
 
     add_report_command(sub)
     add_sweep_command(sub)
@@ -234,196 +236,3 @@ def build_parser() -> argparse.ArgumentParser:
         command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
                              help=argparse.SUPPRESS)
     return parser
-
-
-def cmd_models(args) -> int:
-    from .models import BUNDLED, load_target
-
-    if not args.model:
-        print("bundled models (also: any Hugging Face model directory, or in Python a "
-              "TransformerBridge or nn.Module):")
-        for name, desc in BUNDLED.items():
-            print(f"  {name:<12} {desc}")
-        print("\n`actclust models NAME` lists its hook names.")
-        return 0
-    target = load_target(args.model)
-    names = target.hook_names(include_modules=args.all or target.kind == "module")
-    hint = " (globs like 'blocks.*.hook_resid_post' select many)" \
-        if any(n.startswith("blocks.") for n in names) else ""
-    print(f"{target.name}: {len(names)} hook points{hint}")
-    for name in names:
-        point = target.hook_points[name]
-        where = "" if name == point.module_path else \
-            f"  <- {point.where} of {point.module_path}"
-        print(f"  {name}{where}")
-    return 0
-
-
-def cmd_datasets(args) -> int:
-    from .data import available
-
-    print("bundled datasets (generated, no downloads):")
-    for name, desc in available().items():
-        print(f"  {name:<8} {desc}")
-    print("\nAlso: --dataset FILE.jsonl|.json|.csv|.parquet with a text column "
-          "(--text-column).")
-    return 0
-
-
-def cmd_capture(args) -> int:
-    from .capture import DEFAULT_SHARD_ROWS, capture
-
-    check_store_destination(args.out)
-    store = capture(args.model, args.dataset, args.layers, pool=args.pool, out=args.out,
-                    batch_size=args.batch_size, device=args.device, dtype=args.dtype,
-                    max_length=args.max_length, exclude_special=args.exclude_special,
-                    limit=args.limit, shard_rows=args.shard_rows or DEFAULT_SHARD_ROWS,
-                    resume=args.resume, overwrite=args.overwrite, progress=not args.quiet,
-                    text_column=args.text_column, verify=args.verify)
-    print(f"wrote {len(store)} rows x {len(store.layers)} layers to {store.root}")
-    return 0
-
-
-def check_store_destination(out, option: str = "--out") -> None:
-    """Refuse a directory to write a store into that is empty text or lies inside another
-    store (the store at ``out`` itself is the writer's to judge: resume or overwrite)."""
-    from .store.outputs import enclosing_store
-
-    if out is None or not str(out).strip():
-        raise ActclustError(f"{option} is empty: name the directory to write")
-    outer = enclosing_store(Path(os.path.abspath(out)).parent)
-    if outer is not None:
-        raise ActclustError(f"{option} {out} is inside the store {outer}; a store's files "
-                            "are its own: write elsewhere")
-
-
-def describe(store) -> str:
-    """A human summary of a store (``actclust info``)."""
-    m = store.manifest
-    cap = m["capture"]
-    lines = [
-        f"store      {store.root}",
-        f"complete   {m['complete']}",
-        f"model      {m['model']['name']} ({m['model'].get('kind', '?')}, "
-        f"config {m['model'].get('config_hash', '?')})",
-        f"dataset    {m['dataset']['name']} ({m['dataset']['n_docs']} docs, "
-        f"sha256 {m['dataset']['fingerprint'][:12]})",
-        f"capture    pool={cap['pool']} dtype={cap['storage_dtype']} "
-        f"max_length={cap['max_length']} exclude_special={cap['exclude_special']} "
-        f"truncated_docs={cap['truncated_docs']}",
-        f"rows       {m['n_rows']}",
-        f"size       {_human_bytes(store.size_bytes())}",
-        f"written by actclust {m['actclust_version']} on {m['created']}",
-        "layers:",
-    ]
-    for name, info in m["layers"].items():
-        shape = "x".join(map(str, info["shape"])) if info["shape"] else "?"
-        lines.append(f"  {name:<32} {shape:>14}  {info['dtype']:<8} "
-                     f"{len(info['shards'])} shard(s)")
-    return "\n".join(lines)
-
-
-def _human_bytes(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
-        n /= 1024
-    return f"{n:.1f} TiB"
-
-
-def cmd_info(args) -> int:
-    from .store import ActivationStore
-
-    print(describe(ActivationStore(args.store, allow_incomplete=True)))
-    return 0
-
-
-def cmd_verify(args) -> int:
-    from .store import verify_store
-
-    problems = verify_store(args.store)
-    if problems:
-        for problem in problems:
-            print(f"BAD  {problem}", file=sys.stderr)
-        print(f"{args.store}: {len(problems)} problem(s) found", file=sys.stderr)
-        return EXIT_BAD_STORE
-    print(f"{args.store}: OK (every shard matches its checksum, shapes and rows align)")
-    return 0
-
-
-def _split(text):
-    return [part.strip() for part in text.split(",") if part.strip()] if text else None
-
-
-def cmd_fit(args) -> int:
-    import numpy as np
-    import pandas as pd
-
-    from .metrics import cluster_scores
-    from .store import ActivationStore
-
-    from .store.outputs import check_output_file
-
-    if args.out is not None:
-        check_output_file(args.out)
-    store = ActivationStore(args.store)
-    view = store.layer(args.layer)
-    labels = _split(args.labels) or store.label_columns
-    for label in labels:
-        store.labels(label)  # unknown columns fail before the fit
-    k = args.n_clusters
-    if k is None:
-        if not labels:
-            raise ActclustError("the store has no label columns: pass --n-clusters")
-        k = int(pd.Series(store.labels(labels[0])).nunique())
-    from .compare import reporter_for
-    from .reporters import configure
-
-    _, model = reporter_for(args.reporter)
-    configure(model, n_clusters=k, seed=args.seed).fit(view)
-    found = model.labels_
-    sizes = np.bincount(found, minlength=k)
-    print(f"{args.reporter} on {args.layer}: {k} clusters over {len(found)} rows; sizes "
-          f"min {sizes.min()}, median {int(np.median(sizes))}, max {sizes.max()}")
-    for label in labels:
-        scores = cluster_scores(store.labels(label), found)
-        print(f"  vs {label:<16} " + "  ".join(f"{m} {v:.3f}" for m, v in scores.items()))
-    if args.out:
-        from .compare import write_results
-
-        path = write_results(pd.DataFrame({"row": np.arange(len(found)), "cluster": found}),
-                             args.out)
-        print(f"cluster of each row: {path}")
-    return 0
-
-
-def cmd_compare(args) -> int:
-    from .compare import compare, summarize, write_results
-    from .store.outputs import check_output_file
-
-    check_output_file(args.out)
-    table = compare(args.store, _split(args.labels), layers=args.layers,
-                    reporters=_split(args.reporters) or [], seeds=args.seeds,
-                    n_clusters=args.n_clusters, probes=not args.no_probes,
-                    group_column=args.group_column, progress=not args.quiet)
-    path = write_results(table, args.out)
-    summary = summarize(table)
-    wanted = summary["metric"].isin(["nmi", "accuracy", "probe_accuracy", "selectivity"])
-    print(f"{'layer':<26} {'method':<14} {'label':<12} {'metric':<16} mean ± sd")
-    for row in summary[wanted].itertuples():
-        print(f"{row.layer:<26} {row.method:<14} {row.label:<12} {row.metric:<16} "
-              f"{row.mean:.3f} ± {0 if row.n < 2 else row.sd:.3f}")
-    print(f"results ({len(table)} rows): {path}")
-    return 0
-
-
-def cmd_demo(args) -> int:
-    from .demo import run_demo
-
-    check_store_destination(args.out, option="--out")
-    run_demo(Path(args.out), limit=args.limit, overwrite=args.overwrite)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
