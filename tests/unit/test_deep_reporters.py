@@ -38,15 +38,6 @@ def test_recovers_planted_clusters_and_records_history(cls, blobs):
     np.testing.assert_array_equal(proba.argmax(1), model.labels_[:5])
 
 
-@pytest.mark.parametrize("cls", [DEC, IDEC])
-def test_same_seed_same_result(cls, blobs):
-    X, _ = blobs
-    a = cls(4, random_state=3, **SMALL).fit(X)
-    b = cls(4, random_state=3, **SMALL).fit(X)
-    np.testing.assert_array_equal(a.labels_, b.labels_)
-    np.testing.assert_allclose(a.cluster_centers_, b.cluster_centers_)
-
-
 def test_layerwise_pretraining_runs_each_layer(blobs):
     X, y = blobs
     model = DEC(4, hidden=(16, 16), embed_dim=4, pretrain="layerwise", pretrain_epochs=10,
