@@ -101,6 +101,7 @@ class SCAN(TrainedReporterMixin, ClusterMixin, BaseEstimator):
         self_label: run the self-labelling stage.
         confidence: probability above which a row is a self-labelling target.
         self_label_epochs: epochs of self-labelling.
+        self_label_lr: Adam's learning rate for self-labelling (1e-4 as the authors).
         perturb: ``"noise"`` or ``"dropout"``: the view self-labelling trains on.
         noise_scale: noise in column standard deviations, or the dropout probability.
         memory_budget_gb: a store layer larger than this is streamed from its memory map
@@ -114,8 +115,8 @@ class SCAN(TrainedReporterMixin, ClusterMixin, BaseEstimator):
         module_: trunk and heads, on the CPU.
         best_head_: index of the kept head.
         head_losses_: each head's SCAN loss on all rows after the SCAN stage.
-        confident_share_: share of rows above ``confidence`` when self-labelling started
-            (NaN without self-labelling).
+        confident_share_: share of rows whose kept-head probability exceeds
+            ``confidence`` after the SCAN stage (the self-labelling targets).
         history_: per epoch: ``stage`` (``"scan"`` or ``"self_label"``), ``loss``; SCAN
             epochs add ``head_losses`` (mean per head), self-labelling epochs
             ``confident`` (share of rows used as targets that epoch).
@@ -142,6 +143,7 @@ class SCAN(TrainedReporterMixin, ClusterMixin, BaseEstimator):
         "self_label": ["boolean"],
         "confidence": [Interval(Real, 0, 1, closed="neither")],
         "self_label_epochs": [Interval(Integral, 1, None, closed="left")],
+        "self_label_lr": [Interval(Real, 0, None, closed="neither")],
         "perturb": [StrOptions({"noise", "dropout"})],
         "noise_scale": [Interval(Real, 0, 1, closed="left")],
     }
@@ -149,9 +151,10 @@ class SCAN(TrainedReporterMixin, ClusterMixin, BaseEstimator):
     collapse_hint = ("SCAN left some clusters empty; raise entropy_weight, use more "
                      "n_heads or another random_state, or ask for fewer clusters")
 
-    def __init__(self, n_clusters=10, *, n_heads=10, hidden=(), n_neighbors=20,
-                 entropy_weight=5.0, standardize=True, epochs=100, batch_size=256, lr=1e-3,
+    def __init__(self, n_clusters=10, *, n_heads=10, hidden=(256,), n_neighbors=20,
+                 entropy_weight=5.0, standardize=True, epochs=100, batch_size=128, lr=1e-3,
                  weight_decay=1e-4, self_label=False, confidence=0.99, self_label_epochs=50,
+                 self_label_lr=1e-4,
                  perturb="noise", noise_scale=0.1, memory_budget_gb=2.0, device="auto",
                  random_state=None, progress=False):
         self.n_clusters = n_clusters
@@ -167,6 +170,7 @@ class SCAN(TrainedReporterMixin, ClusterMixin, BaseEstimator):
         self.self_label = self_label
         self.confidence = confidence
         self.self_label_epochs = self_label_epochs
+        self.self_label_lr = self_label_lr
         self.perturb = perturb
         self.noise_scale = noise_scale
         self.memory_budget_gb = memory_budget_gb
@@ -218,7 +222,8 @@ class SCAN(TrainedReporterMixin, ClusterMixin, BaseEstimator):
         probs = map_rows(lambda rows: _all_heads(module, rows).permute(1, 0, 2), data)
         self.head_losses_ = self._full_losses(probs, found)
         self.best_head_ = int(np.argmin(self.head_losses_))
-        self.confident_share_ = float("nan")
+        self.confident_share_ = float((probs[:, self.best_head_].max(1)
+                                       > self.confidence).mean())
         if self.self_label:
             self._self_label(module, data, trainer, generator, device, min_rows)
         self.history_ = trainer.history
@@ -249,7 +254,8 @@ class SCAN(TrainedReporterMixin, ClusterMixin, BaseEstimator):
 
         head = module["heads"][self.best_head_]
         params = list(module["trunk"].parameters()) + list(head.parameters())
-        opt = torch.optim.Adam(params, lr=self.lr, weight_decay=self.weight_decay)
+        opt = torch.optim.Adam(params, lr=self.self_label_lr,
+                               weight_decay=self.weight_decay)
         col_sd = torch.from_numpy(self.column_sd_).to(device)[None]
 
         def perturbed(rows):
@@ -282,13 +288,11 @@ class SCAN(TrainedReporterMixin, ClusterMixin, BaseEstimator):
             state["confident"] = 0
             losses = trainer.run_batches(batches(len(data), self.batch_size, generator),
                                          batch_loss, opt, min_rows=min_rows)
-            share = state["confident"] / len(data)
-            if self.confident_share_ != self.confident_share_:  # NaN: the first epoch
-                self.confident_share_ = share
-            return {"stage": "self_label", "loss": losses.mean(), "confident": share}
+            return {"stage": "self_label", "loss": losses.mean(),
+                    "confident": state["confident"] / len(data)}
 
         trainer.run(module, self.self_label_epochs, epoch, name="SCAN self-labelling",
-                    lr=self.lr)
+                    lr=self.self_label_lr)
 
     def _build_module(self, name):
         return _network(self.n_features_in_, tuple(self.hidden), self.n_clusters,
