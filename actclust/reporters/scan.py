@@ -80,9 +80,18 @@ class SCAN(TrainedReporterMixin, ClusterMixin, BaseEstimator):
     ``noise_scale`` column standard deviations, ``"dropout"`` zeroes inputs with
     probability ``noise_scale``.
 
-    Measured (``benchmarks/scan_quality.py``, ``load_digits`` pixels, 5 seeds, NMI,
-    against k-means with ``n_init=10`` at 0.74): see the docs page
-    ``docs/reporters/scan.md`` for the table behind the defaults.
+    **Defaults, measured** (``benchmarks/scan_quality.py``, ``load_digits`` pixels, NMI /
+    label-free ``self_probe_accuracy``, 2 seeds unless said; settings compared by the
+    label-free score first). Linear heads 0.760 / 0.965, an MLP trunk ``(256,)`` 0.825 /
+    0.969, ``(512, 256)`` 0.821 / 0.964, hence ``hidden=(256,)``; Adam lr 1e-4 (the
+    authors' CIFAR value) 0.58 / 0.93 on linear heads, 1e-3 0.76 / 0.965; batch 128
+    0.833, 256 0.825; k = 10 0.803, 50 0.806 against 0.825 at 20; standardised input
+    0.825 against 0.822 with one global scale. Self-labelling leaves NMI unchanged at
+    lr 1e-4 (0.823) and lowers it at 1e-3 (0.785 noise, 0.773 dropout; 0.743 without
+    class balancing), with only 30-43% of rows above 0.99: vectors lack the strong
+    augmentation the authors' gain comes from, so it is off by default. Defaults, 5
+    seeds: 0.841 ± 0.017 NMI (self-probe 0.971) in 8.3 s per fit on two cores, against
+    k-means (``n_init=10``) 0.743 ± 0.002; 200 epochs reach 0.858 ± 0.025 (2 seeds).
 
     Parameters:
         n_clusters: number of clusters, at least 2.
