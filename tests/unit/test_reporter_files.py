@@ -14,7 +14,7 @@ from safetensors.numpy import save as save_safetensors
 from sklearn.datasets import make_blobs
 
 from actclust.errors import ActclustError
-from actclust.reporters import (CCS, DEC, IDEC, IIC, AEKMeans, DeepCluster, KMeans,
+from actclust.reporters import (CCS, DEC, IDEC, IIC, SCAN, AEKMeans, DeepCluster, KMeans,
                                 capabilities, load_reporter, registry)
 from actclust.reporters._io import FORMAT_VERSION
 
@@ -31,6 +31,7 @@ FITS = {
                                        epochs=2, random_state=0, device="cpu"),
     "aekmeans": lambda: AEKMeans(3, hidden=(8,), code_dim=2, epochs=3, random_state=0,
                                  device="cpu"),
+    "scan": lambda: SCAN(3, hidden=(8,), n_heads=2, epochs=5, random_state=0, device="cpu"),
     "ccs": lambda: CCS(n_tries=2, epochs=30, random_state=0, device="cpu"),
 }
 OUTPUTS = ("predict", "transform", "predict_proba")
@@ -59,7 +60,7 @@ def assert_same(a, b, X):
 
 def test_every_savable_reporter_is_covered():
     savable = {name for name in registry() if capabilities(name).savable}
-    assert savable == {"dec", "idec", "iic", "deepcluster", "aekmeans", "ccs"}
+    assert savable == {"dec", "idec", "iic", "deepcluster", "aekmeans", "ccs", "scan"}
     assert savable <= {name.split("-")[0] for name in FITS}
 
 

@@ -51,6 +51,7 @@ QUICK = {
     "idec": dict(hidden=(32,), embed_dim=4, pretrain_epochs=5, max_updates=50, n_init=2,
                  device="cpu"),
     "iic": dict(epochs=6, device="cpu"), "deepcluster": dict(epochs=3, device="cpu"),
+    "scan": dict(hidden=(16,), n_heads=2, epochs=5, device="cpu"),
 }
 SEEDED_CLUSTERERS = sorted(n for n, cls in registry().items()
                            if capabilities(cls).kind == "clusterer" and capabilities(cls).seeded)
@@ -208,11 +209,12 @@ def test_every_registered_reporter_declares_what_it_is():
 
     table = {name: capabilities(name) for name in registry()}
     assert {n for n, c in table.items() if c.kind == "clusterer"} == {
-        "kmeans", "gmm", "agglomerative", "aekmeans", "dec", "idec", "iic", "deepcluster"}
+        "kmeans", "gmm", "agglomerative", "aekmeans", "dec", "idec", "iic", "deepcluster",
+        "scan"}
     assert {n for n, c in table.items() if c.kind == "transformer"} == {"pca"}
     assert {n for n, c in table.items() if c.kind == "contrast"} == {"ccs"}
     assert {n for n, c in table.items() if c.cost == "trained"} == {
-        "aekmeans", "dec", "idec", "iic", "deepcluster", "ccs"}
+        "aekmeans", "dec", "idec", "iic", "deepcluster", "ccs", "scan"}
     assert {n for n, c in table.items() if c.cost == "quadratic"} == {"agglomerative"}
     assert {n for n, c in table.items() if not c.streams} == {"gmm", "agglomerative", "ccs"}
     assert table["pca"].k_param == "n_components" and table["ccs"].k_param is None

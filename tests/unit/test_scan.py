@@ -71,8 +71,10 @@ def test_self_labelling_trains_on_confident_rows(blobs):
 
 def test_same_seed_same_labels_and_another_seed_differs(blobs):
     X, _ = blobs
-    make = lambda seed: SCAN(5, hidden=(16,), n_heads=2, epochs=3, random_state=seed,
-                             device="cpu").fit(X)
+    def make(seed):
+        return SCAN(5, hidden=(16,), n_heads=2, epochs=3, random_state=seed,
+                    device="cpu").fit(X)
+
     a, b, c = make(1), make(1), make(2)
     np.testing.assert_array_equal(a.labels_, b.labels_)
     np.testing.assert_array_equal(a.predict_proba(X), b.predict_proba(X))
@@ -139,8 +141,9 @@ def test_store_layer_gives_the_array_labels_loaded_or_streamed(store, monkeypatc
     store, data = store
     X = data["blocks.0.hook_out"]
     view = store.layer("blocks.0.hook_out")
-    make = lambda budget: SCAN(3, hidden=(16,), n_heads=2, epochs=4,
-                               memory_budget_gb=budget, **SMALL)
+    def make(budget):
+        return SCAN(3, hidden=(16,), n_heads=2, epochs=4,
+                                   memory_budget_gb=budget, **SMALL)
     in_memory = make(2.0).fit(X)
     np.testing.assert_array_equal(make(2.0).fit(view).labels_, in_memory.labels_)
     np.testing.assert_array_equal(make(2.0).fit(torch.from_numpy(X)).labels_,
