@@ -142,8 +142,8 @@ def test_store_layer_gives_the_array_labels_loaded_or_streamed(store, monkeypatc
     X = data["blocks.0.hook_out"]
     view = store.layer("blocks.0.hook_out")
     def make(budget):
-        return SCAN(3, hidden=(16,), n_heads=2, epochs=4,
-                                   memory_budget_gb=budget, **SMALL)
+        return SCAN(3, hidden=(16,), n_heads=2, epochs=4, memory_budget_gb=budget, **SMALL)
+
     in_memory = make(2.0).fit(X)
     np.testing.assert_array_equal(make(2.0).fit(view).labels_, in_memory.labels_)
     np.testing.assert_array_equal(make(2.0).fit(torch.from_numpy(X)).labels_,
