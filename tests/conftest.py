@@ -4,6 +4,7 @@ session, planted blobs; and the ``slow`` mark for doctests that load MiniLM."""
 import os
 import re
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -163,3 +164,22 @@ def pytest_collection_modifyitems(config, items):
         if isinstance(item, DoctestItem) and (item.dtest.name in _SLOW_DOCTESTS or any(
                 _LOADS_MINILM.search(example.source) for example in item.dtest.examples)):
             item.add_marker(pytest.mark.slow)
+
+
+# ---------------------------------------------------------------- what a test opened
+
+@pytest.fixture
+def opened(monkeypatch):
+    """The real path of every file opened with ``os.open`` (how the store reads anything),
+    as the kernel resolved it."""
+    seen = []
+    real = os.open
+
+    def spy(path, *args, **kwargs):
+        fd = real(path, *args, **kwargs)
+        proc = Path(f"/proc/self/fd/{fd}")
+        seen.append(Path(os.readlink(proc)) if proc.exists() else Path(path).resolve())
+        return fd
+
+    monkeypatch.setattr(os, "open", spy)
+    return seen

@@ -8,7 +8,6 @@ tiny torch model; the capture cases use the bundled MiniLM on two documents.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -23,6 +22,7 @@ import torch
 
 import actclust
 from actclust.cli import main
+from tests.files import snapshot
 
 LAYER = "1"
 
@@ -60,22 +60,6 @@ def sandbox(tmp_path, small_store, monkeypatch):
     monkeypatch.setenv("HOME", str(box / "home"))
     monkeypatch.chdir(box)
     return box
-
-
-def snapshot(root: Path) -> dict:
-    """Every entry under ``root``: files by content hash, links by target, folders by name."""
-    found = {}
-    for folder, dirs, files in os.walk(root, followlinks=False):
-        for name in dirs + files:
-            path = Path(folder) / name
-            rel = str(path.relative_to(root))
-            if path.is_symlink():
-                found[rel] = ("link", os.readlink(path))
-            elif path.is_dir():
-                found[rel] = ("dir",)
-            else:
-                found[rel] = ("file", hashlib.sha256(path.read_bytes()).hexdigest())
-    return found
 
 
 def run(argv, capsys) -> tuple[int, str]:

@@ -76,22 +76,6 @@ def workdir(base):
         shutil.rmtree(case, ignore_errors=True)
 
 
-@pytest.fixture
-def opened(monkeypatch):
-    """The real path of every file opened with os.open (how the store reads anything)."""
-    seen = []
-    real = os.open
-
-    def spy(path, *args, **kwargs):
-        fd = real(path, *args, **kwargs)
-        proc = Path(f"/proc/self/fd/{fd}")
-        seen.append(Path(os.readlink(proc)) if proc.exists() else Path(path).resolve())
-        return fd
-
-    monkeypatch.setattr(os, "open", spy)
-    return seen
-
-
 # --- mutations -------------------------------------------------------------------------
 
 

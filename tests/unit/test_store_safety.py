@@ -18,26 +18,9 @@ from actclust.errors import ActclustError
 from actclust.store import ShardWriter, StoreWriter, verify_store
 from actclust.store.lock import StoreLock
 from tests.unit.test_store import LAYERS, make_store
+from tests.files import snapshot
 
 ROWS_PER_DOC = 3
-
-
-def snapshot(root: Path) -> dict:
-    """Every entry under ``root`` (links not followed): file bytes, link targets, folders."""
-    seen = {}
-    for folder, dirs, files in os.walk(root):
-        for name in dirs + files:
-            path = Path(folder) / name
-            rel = str(path.relative_to(root))
-            if path.is_symlink():
-                seen[rel] = ("link", os.readlink(path))
-            elif path.is_dir():
-                seen[rel] = ("dir",)
-            elif path.is_file():
-                seen[rel] = ("file", path.read_bytes())
-            else:  # a FIFO or device: reading it could block
-                seen[rel] = ("other", os.lstat(path).st_mode)
-    return seen
 
 
 def plan_docs(n_docs=10, shard_docs=4):
@@ -255,23 +238,6 @@ def test_a_file_as_output_is_refused(tmp_path):
 
 
 # --- confinement: nothing a manifest says leads outside the store ----------------------
-
-
-@pytest.fixture
-def opened(monkeypatch):
-    """Every path the process opens with os.open (the reader's only way in)."""
-    seen = []
-    real = os.open
-
-    def spy(path, *args, **kwargs):
-        fd = real(path, *args, **kwargs)
-        # what was really opened, as the kernel sees it
-        proc = Path(f"/proc/self/fd/{fd}")
-        seen.append(Path(os.readlink(proc)) if proc.exists() else Path(path).resolve())
-        return fd
-
-    monkeypatch.setattr(os, "open", spy)
-    return seen
 
 
 def sentinel(tmp_path, like: Path) -> Path:

@@ -1,0 +1,28 @@
+"""What the safety tests need to prove that nothing outside a target changed (the fixture
+``opened``, in conftest.py, proves that nothing outside a store was read)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+
+def snapshot(root: Path) -> dict:
+    """Every entry under ``root``, links not followed: files by content hash, links by
+    target, folders by name, anything else (a FIFO, a device: reading it could block) by
+    its mode."""
+    found = {}
+    for folder, dirs, files in os.walk(root, followlinks=False):
+        for name in dirs + files:
+            path = Path(folder) / name
+            rel = str(path.relative_to(root))
+            if path.is_symlink():
+                found[rel] = ("link", os.readlink(path))
+            elif path.is_dir():
+                found[rel] = ("dir",)
+            elif path.is_file():
+                found[rel] = ("file", hashlib.sha256(path.read_bytes()).hexdigest())
+            else:
+                found[rel] = ("other", os.lstat(path).st_mode)
+    return found
