@@ -191,8 +191,9 @@ def _plan(target: Target, ds: Dataset, pool: str, max_length, exclude_special) -
         cut = encode([texts[i] for i in too_long], True)
         longest = max(len(ids) for ids in cut["input_ids"])
         if longest > max_length:  # the special tokens alone are longer: nothing was cut
-            raise ActclustError(f"max_length {max_length} is too small: {target.name} cannot cut "
-                                f"a text below {longest} tokens (its special tokens count)")
+            raise ActclustError(f"max_length {max_length} is too small: {target.name} cannot "
+                                f"cut a text below {longest} tokens (its special tokens "
+                                "count)")
         for j, i in enumerate(too_long):
             for f in fields:
                 enc[f][i] = cut[f][j]

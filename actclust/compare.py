@@ -16,7 +16,8 @@ import numpy as np
 import pandas as pd
 from sklearn.base import clone
 
-from ._util.schema import PROBE_METHOD, RESULT_COLUMNS  # noqa: F401  (compare.RESULT_COLUMNS stays public)
+# compare.RESULT_COLUMNS stays public
+from ._util.schema import PROBE_METHOD, RESULT_COLUMNS  # noqa: F401
 from .errors import ActclustError
 from .metrics import cluster_scores
 from .reporters import capabilities, configure, get_reporter

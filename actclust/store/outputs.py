@@ -36,8 +36,9 @@ def check_output_file(path, option: str = "--out", suffixes: tuple = ()) -> Path
     """Refuse an output file path that cannot or must not be written; returns it as a Path.
 
     Refused: an empty path, an existing directory, a symlink, a path whose nearest existing
-    folder is not writable (missing folders are created on writing), an existing file that is not writable, and any path inside an actclust
-    store. ``suffixes`` (e.g. ``(".parquet",)``) are the extensions accepted.
+    folder is not writable (missing folders are created on writing), an existing file that
+    is not writable, and any path inside an actclust store. ``suffixes`` (e.g.
+    ``(".parquet",)``) are the extensions accepted.
 
     Example:
         >>> check_output_file("")

@@ -530,3 +530,16 @@ def test_a_results_table_of_the_wrong_shape_or_types(sandbox, capsys, table):
         table.to_parquet(path)
     refused_untouched(sandbox, capsys, ["report", "store", "--results", "results.parquet",
                                         "-o", "r.html", "--map", "pca"], "results")
+
+
+def test_a_bug_shows_its_traceback_and_exit_status_3(sandbox, capsys, monkeypatch):
+    from actclust.cli import commands
+
+    def broken(args):
+        raise KeyError("a bug")
+    monkeypatch.setattr(commands, "cmd_info", broken)
+    code = main(["info", "store"])
+    err = capsys.readouterr().err
+    assert code == 3
+    assert "Traceback" in err and "KeyError: 'a bug'" in err
+    assert err.strip().splitlines()[-1].startswith("actclust: internal error (KeyError)")
