@@ -104,7 +104,7 @@ class _Parser(argparse.ArgumentParser):
                               f"(see {self.prog} --help)\n")
 
 
-def int_at_least(minimum: int):
+def int_at_least(minimum: int, maximum: int | None = None):
     """An argparse type: a whole number no smaller than ``minimum``; 0 or a negative number
     is an error, never a silent default.
 
@@ -123,13 +123,15 @@ def int_at_least(minimum: int):
             raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
         if value < minimum:
             raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        if maximum is not None and value > maximum:
+            raise argparse.ArgumentTypeError(f"must be at most {maximum}, got {value}")
         return value
     parse.__name__ = f"integer >= {minimum}"
     return parse
 
 
 POSITIVE = int_at_least(1)
-SEED = int_at_least(0)
+SEED = int_at_least(0, maximum=2**32 - 1)  # what numpy and scikit-learn take
 N_CLUSTERS = int_at_least(2)
 
 

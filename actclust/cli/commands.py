@@ -123,7 +123,9 @@ def cmd_verify(args) -> int:
     problems = verify_store(args.store)
     if problems:
         for problem in problems:
-            print(f"BAD  {problem}", file=sys.stderr)
+            # one line a problem, even when a library's message spans several
+            print("BAD  " + " ".join(p.strip() for p in problem.splitlines() if p.strip()),
+                  file=sys.stderr)
         print(f"{args.store}: {len(problems)} problem(s) found", file=sys.stderr)
         return EXIT_BAD_STORE
     print(f"{args.store}: OK (every shard matches its checksum, shapes and rows align)")
@@ -144,7 +146,7 @@ def cmd_fit(args) -> int:
     from ..store.outputs import check_output_file
 
     if args.out is not None:
-        check_output_file(args.out)
+        check_output_file(args.out, suffixes=(".parquet",))
     store = ActivationStore(args.store)
     view = store.layer(args.layer)
     labels = _split(args.labels) or store.label_columns
@@ -180,8 +182,11 @@ def cmd_compare(args) -> int:
     from ..compare import compare, summarize, write_results
     from ..store.outputs import check_output_file
 
-    check_output_file(args.out)
-    table = compare(args.store, _split(args.labels), layers=args.layers,
+    check_output_file(args.out, suffixes=(".parquet",))
+    labels = _split(args.labels)
+    if not labels:
+        raise ActclustError("--labels is empty: name one or more label columns")
+    table = compare(args.store, labels, layers=args.layers,
                     reporters=_split(args.reporters) or [], seeds=args.seeds,
                     n_clusters=args.n_clusters, probes=not args.no_probes,
                     group_column=args.group_column, progress=not args.quiet)

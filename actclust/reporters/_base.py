@@ -278,10 +278,12 @@ def check_data(estimator, X, reset: bool = True) -> np.ndarray:
     """Validate ``X`` (array, tensor or store layer) as a 2-D float array, scikit-learn style."""
     if hasattr(X, "detach"):  # a torch tensor, possibly on a GPU
         X = X.detach().cpu().numpy()
+    if is_layer_view(X):  # a store's values are data too: NaN there is the user's to fix
+        X = np.asarray(X)
     if isinstance(X, np.ndarray) and X.dtype.kind == "f" and X.ndim == 2:
         check_finite_rows(X)
-    return validate_data(estimator, np.asarray(X) if is_layer_view(X) else X, reset=reset,
-                         dtype=[np.float32, np.float64], ensure_min_samples=1)
+    return validate_data(estimator, X, reset=reset, dtype=[np.float32, np.float64],
+                         ensure_min_samples=1)
 
 
 def check_n_clusters(estimator, n_samples: int, n_clusters: int, what="n_clusters") -> None:

@@ -50,11 +50,14 @@ def check_output_file(path, option: str = "--out", suffixes: tuple = ()) -> Path
         raise ActclustError(f"{option} is empty: name the file to write")
     path = Path(path)
     if suffixes and path.suffix.lower() not in suffixes:
-        raise ActclustError(f"{option} {path}: expected a {' or '.join(suffixes)} file")
+        # a results file written over notes.txt would destroy the user's notes
+        raise ActclustError(f"{option} {path}: expected a {' or '.join(suffixes)} file name")
     if path.is_symlink():
         raise ActclustError(f"{option} {path} is a symbolic link; name a regular file")
     if path.is_dir():
         raise ActclustError(f"{option} {path} is a directory; name a file inside it")
+    if path.exists() and not path.is_file():  # a FIFO, a device, a socket
+        raise ActclustError(f"{option} {path} is not a regular file; name a new file")
     store = enclosing_store(path)
     if store is not None:
         raise ActclustError(f"{option} {path} is inside the store {store}; a store's files "

@@ -42,6 +42,8 @@ class ActivationStore:
     """
 
     def __init__(self, root, allow_incomplete: bool = False):
+        if not isinstance(root, (str, os.PathLike)) or not str(root).strip():
+            raise ActclustError(f"a store is a directory path, got {root!r}")
         self.root = Path(root)
         self.manifest = fmt.read_manifest(self.root)
         if not self.manifest["complete"]:
@@ -101,6 +103,9 @@ class ActivationStore:
 
     def layer(self, name: str) -> "LayerView":
         """The activations of one layer as a memory-mapped, sliceable view."""
+        if not isinstance(name, str):
+            raise ActclustError(f"a layer is named by a string, got {type(name).__name__}; "
+                                f"store {self.root} holds {', '.join(self.layers)}")
         if name not in self.manifest["layers"]:
             raise ActclustError(f"layer {name!r} is not in store {self.root}; it holds "
                                 f"{', '.join(self.layers)} ({closest(name, self.layers)})")
@@ -126,6 +131,10 @@ class ActivationStore:
         if len(rows) != len(self):
             raise ActclustError(f"store {self.root} is damaged: {fmt.ROWS} has {len(rows)} "
                                 f"rows, its layers {len(self)}; run `actclust verify`")
+        if "row" in rows.columns and not np.array_equal(
+                rows["row"].to_numpy(), np.arange(len(rows))):
+            raise ActclustError(f"store {self.root} is damaged: the row column of {fmt.ROWS} "
+                                "is not 0, 1, 2, ...; run `actclust verify`")
         docs = self.docs
         if "doc_id" not in rows.columns or "doc_id" not in docs.columns:
             raise ActclustError(f"store {self.root} is damaged: {fmt.ROWS} or {fmt.DOCS} has "
@@ -154,7 +163,12 @@ class ActivationStore:
         if column not in rows.columns:
             raise ActclustError(f"label column {column!r} is not in store {self.root}; "
                                 f"label columns: {', '.join(self.label_columns)}")
-        return rows[column].to_numpy()
+        values = rows[column].to_numpy()
+        if values.dtype == object and any(
+                isinstance(v, (list, tuple, dict, set, np.ndarray)) for v in values):
+            raise ActclustError(f"label column {column!r} of store {self.root} holds lists "
+                                "or arrays, not one label per row")
+        return values
 
     def size_bytes(self) -> int:
         """Bytes on disk taken by the whole store directory (symlinks are not followed)."""

@@ -17,6 +17,7 @@ Output folder::
 from __future__ import annotations
 
 import json
+import re
 import logging
 import shutil
 from dataclasses import dataclass
@@ -199,7 +200,15 @@ def _check_scorable(spec: SweepSpec, labels: list) -> None:
 
 # ------------------------------------------------------------------- the output folder
 
+# What a sweep itself leaves hidden in its folder; any other entry, hidden or not, is a
+# user's (a .git, a .env) and makes the folder not the sweep's to write into.
+_OWN_HIDDEN = re.compile(r"\.results\.digest|\..*\.tmp")
+
+
 def _check_out(out: Path, spec: SweepSpec, resume: bool, overwrite: bool) -> None:
+    from ..store.paths import check_output_path
+
+    check_output_path(out, destructive=False)  # never /, the home folder or the cwd
     if out.exists() and not out.is_dir():
         raise ActclustError(f"output {out} exists and is a file, not a folder")
     meta_path = out / "sweep.json"
@@ -225,7 +234,7 @@ def _check_out(out: Path, spec: SweepSpec, resume: bool, overwrite: bool) -> Non
             raise ActclustError(f"output {out} already holds {done} finished cells of sweep "
                                 f"{spec.name!r}: pass --resume to skip them, or "
                                 "--overwrite to run every cell again")
-    elif out.exists() and any(not p.name.startswith(".") for p in out.iterdir()):
+    elif out.exists() and any(not _OWN_HIDDEN.fullmatch(p.name) for p in out.iterdir()):
         raise ActclustError(f"output {out} is not empty and holds no sweep (no sweep.json); "
                             "choose a new or empty folder")
 

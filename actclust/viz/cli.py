@@ -46,7 +46,7 @@ def cmd_report(args) -> int:
                             "`actclust capture --out` wrote")
     if args.max_points < 3:
         raise ActclustError(f"--max-points must be at least 3, got {args.max_points}")
-    check_output_file(args.out, "-o/--out")  # before the maps and fits, not after
+    check_output_file(args.out, "-o/--out", suffixes=(".html", ".htm"))  # before the maps and fits, not after
     path = write_report(args.store, args.results, args.out, label=args.label,
                         reporter=args.reporter, map_method=args.map,
                         max_points=args.max_points, dashboards=not args.no_dashboards)

@@ -543,3 +543,74 @@ def test_a_bug_shows_its_traceback_and_exit_status_3(sandbox, capsys, monkeypatc
     assert code == 3
     assert "Traceback" in err and "KeyError: 'a bug'" in err
     assert err.strip().splitlines()[-1].startswith("actclust: internal error (KeyError)")
+
+
+# ---------------------------------------------------------------- found by trying harder
+
+@pytest.mark.parametrize("kind", ["fifo", "notes"])
+@pytest.mark.parametrize("command", ["fit", "compare", "report"])
+def test_outputs_never_replace_a_special_or_foreign_file(sandbox, capsys, kind, command):
+    if kind == "fifo":
+        os.mkfifo(sandbox / "pipe")
+        out = "pipe"
+    else:
+        out = "notes.txt"
+    argv = {"fit": FIT + ["--out", out],
+            "compare": ["compare", "store", "--labels", "sign", "--out", out],
+            "report": ["report", "store", "-o", out, "--map", "pca"]}[command]
+    refused_untouched(sandbox, capsys, argv, out)
+
+
+def test_compare_with_no_labels_is_refused(sandbox, capsys):
+    refused_untouched(sandbox, capsys, ["compare", "store", "--labels", "", "--out",
+                                        "r.parquet"], "--labels")
+
+
+def test_nan_inside_a_shard_with_a_valid_header_is_refused(sandbox, capsys):
+    path = shard(sandbox / "store")
+    data = bytearray(path.read_bytes())
+    data[-32:-28] = np.array([np.nan], np.float32).tobytes()
+    path.write_bytes(bytes(data))
+    refused_untouched(sandbox, capsys, FIT, "nan")
+
+
+def test_a_label_column_of_lists_is_refused(sandbox, capsys):
+    rows = pd.read_parquet(sandbox / "store" / "rows.parquet")
+    rows["sign"] = [[1, 2]] * len(rows)
+    rows.to_parquet(sandbox / "store" / "rows.parquet", index=False)
+    refused_untouched(sandbox, capsys, FIT + ["--labels", "sign"], "lists")
+
+
+def test_a_row_column_that_is_not_the_row_numbers_is_refused(sandbox, capsys):
+    rows = pd.read_parquet(sandbox / "store" / "rows.parquet")
+    rows["row"] = rows["row"].astype(float) + 0.5
+    rows.to_parquet(sandbox / "store" / "rows.parquet", index=False)
+    refused_untouched(sandbox, capsys, FIT, "row")
+
+
+def test_verify_reports_each_problem_on_one_line(sandbox, capsys):
+    docs = pd.read_parquet(sandbox / "store" / "docs.parquet").drop(columns="doc_id")
+    docs.to_parquet(sandbox / "store" / "docs.parquet", index=False)
+    code, err = run(["verify", "store"], capsys)
+    assert code == 1 and "Traceback" not in err
+    assert all(line.startswith(("BAD  ", "store: ")) for line in err.splitlines()), err
+
+
+def test_a_sweep_never_writes_into_home_or_beside_a_users_hidden_files(sandbox, capsys):
+    (sandbox / "home" / ".bashrc").write_text("# mine\n")
+    (sandbox / "project" / ".git").mkdir(parents=True)
+    for out in ("~", "project"):
+        (sandbox / "sweep.toml").write_text(
+            f'name = "s"\nout = "{out}"\nlabels = ["sign"]\nseeds = 1\n[data]\n'
+            'store = "store"\n[[reporters]]\nname = "kmeans"\n')
+        refused_untouched(sandbox, capsys, ["sweep", "sweep.toml"], out.strip("~") or "home")
+
+
+@pytest.mark.parametrize("bad", [None, "", 3])
+def test_the_python_api_refuses_what_is_not_a_store_path(sandbox, bad):
+    from actclust.errors import ActclustError
+
+    with pytest.raises(ActclustError):
+        actclust.ActivationStore(bad)
+    with pytest.raises(ActclustError):
+        actclust.ActivationStore("store").layer(bad)
