@@ -49,9 +49,6 @@ def check_output_file(path, option: str = "--out", suffixes: tuple = ()) -> Path
     if path is None or str(path).strip() == "":
         raise ActclustError(f"{option} is empty: name the file to write")
     path = Path(path)
-    if suffixes and path.suffix.lower() not in suffixes:
-        # a results file written over notes.txt would destroy the user's notes
-        raise ActclustError(f"{option} {path}: expected a {' or '.join(suffixes)} file name")
     if path.is_symlink():
         raise ActclustError(f"{option} {path} is a symbolic link; name a regular file")
     if path.is_dir():
@@ -73,4 +70,7 @@ def check_output_file(path, option: str = "--out", suffixes: tuple = ()) -> Path
         raise ActclustError(f"{option} {path}: folder {folder} is not writable")
     if path.exists() and not os.access(path, os.W_OK):
         raise ActclustError(f"{option} {path} exists and is not writable")
+    if suffixes and path.suffix.lower() not in suffixes:
+        # a results file written over notes.txt would destroy the user's notes
+        raise ActclustError(f"{option} {path}: expected a {' or '.join(suffixes)} file name")
     return path
