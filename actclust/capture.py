@@ -99,7 +99,7 @@ def capture(model, dataset, layers, pool: str = "none", out=None, batch_size: in
     if dtype not in STORAGE_DTYPES:
         raise ActclustError(f"unknown storage dtype {dtype!r}; choose one of "
                             f"{', '.join(STORAGE_DTYPES)}")
-    if out is None or not str(out).strip():
+    if out is None:  # an empty path is refused with the other paths, below
         raise ActclustError("no output directory: pass out=... (--out on the command line)")
     for name, value in {"batch_size": batch_size, "shard_rows": shard_rows, "limit": limit,
                         "max_length": max_length}.items():

@@ -6,7 +6,6 @@ handler in :func:`actclust.cli.main` turns them into one line.
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
@@ -52,7 +51,6 @@ def cmd_datasets(args) -> int:
 def cmd_capture(args) -> int:
     from ..capture import DEFAULT_SHARD_ROWS, capture
 
-    check_store_destination(args.out)
     store = capture(args.model, args.dataset, args.layers, pool=args.pool, out=args.out,
                     batch_size=args.batch_size, device=args.device, dtype=args.dtype,
                     max_length=args.max_length, exclude_special=args.exclude_special,
@@ -61,19 +59,6 @@ def cmd_capture(args) -> int:
                     text_column=args.text_column, verify=args.verify)
     print(f"wrote {len(store)} rows x {len(store.layers)} layers to {store.root}")
     return 0
-
-
-def check_store_destination(out, option: str = "--out") -> None:
-    """Refuse a directory to write a store into that is empty text or lies inside another
-    store (the store at ``out`` itself is the writer's to judge: resume or overwrite)."""
-    from ..store.outputs import enclosing_store
-
-    if out is None or not str(out).strip():
-        raise ActclustError(f"{option} is empty: name the directory to write")
-    outer = enclosing_store(Path(os.path.abspath(out)).parent)
-    if outer is not None:
-        raise ActclustError(f"{option} {out} is inside the store {outer}; a store's files "
-                            "are its own: write elsewhere")
 
 
 def describe(store) -> str:
@@ -203,7 +188,15 @@ def cmd_compare(args) -> int:
 
 def cmd_demo(args) -> int:
     from ..demo import run_demo
+    from ..store.outputs import enclosing_store
 
-    check_store_destination(args.out, option="--out")
+    # The demo folder holds a store, the results and the report: it may not be a store's
+    # or inside one.
+    if not str(args.out).strip():
+        raise ActclustError("--out is empty: name the directory to write")
+    outer = enclosing_store(args.out)
+    if outer is not None:
+        raise ActclustError(f"--out {args.out} is inside the store {outer}; a store's "
+                            "files are its own: write elsewhere")
     run_demo(Path(args.out), limit=args.limit, overwrite=args.overwrite)
     return 0

@@ -22,6 +22,7 @@ from ..errors import ActclustError
 from . import format as fmt
 from . import paths
 from .lock import StoreLock
+from .outputs import enclosing_store
 from .resume import check_complete, drop_damaged_shards, remove_debris
 from .shards import ShardWriter, open_shard
 
@@ -79,6 +80,10 @@ def check_store_target(root, resume: bool = False, overwrite: bool = False) -> P
     if resume and overwrite:
         raise ActclustError("choose one of --resume and --overwrite, not both")
     path = paths.check_output_path(root, destructive=resume or overwrite)
+    outer = enclosing_store(path.parent)
+    if outer is not None:
+        raise ActclustError(f"output {root} is inside the store {outer}; a store's files "
+                            "are its own: write elsewhere")
     state = prepare_directory(path, resume, overwrite)
     holder = StoreLock(path).holder() if state == "store" else None
     if holder:

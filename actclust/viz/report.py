@@ -213,8 +213,8 @@ def _refit(store, layer, method, label, n_clusters, seed):
     cls = registry().get(method)
     # A method that is not a registered clusterer with a number of clusters (a probe, a
     # user's estimator, CCS) is shown with k-means' clusters instead.
-    usable = cls is not None and capabilities(cls).kind == "clusterer" and \
-        capabilities(cls).k_param == "n_clusters"
+    caps = capabilities(cls) if cls is not None else None
+    usable = caps is not None and caps.kind == "clusterer" and caps.k_param == "n_clusters"
     name = method if usable else "kmeans"
     k = n_clusters or int(pd.Series(store.labels(label)).dropna().nunique())
     est = make_reporter(name, n_clusters=max(k, 2), seed=seed)

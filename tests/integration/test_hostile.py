@@ -106,8 +106,8 @@ def shard(store: Path, index: int = 0, layer: str = LAYER) -> Path:
     return store / "layers" / layer / f"{index:05d}.npy"
 
 
-def capture_args(out, *extra):
-    return ["capture", "--model", "minilm", "--dataset", "topics", "--limit", "2",
+def capture_args(out, *extra, limit=2):
+    return ["capture", "--model", "minilm", "--dataset", "topics", "--limit", str(limit),
             "--layers", "blocks.0.hook_out", "--pool", "mean", "--out", out, "--quiet",
             *extra]
 
@@ -458,8 +458,7 @@ def _interrupted_capture(sandbox, capsys, monkeypatch):
             raise KeyboardInterrupt
         real_commit(self)
     monkeypatch.setattr(StoreWriter, "commit_shard", commit_then_die)
-    argv = capture_args("cut", "--shard-rows", "2")
-    argv[argv.index("2")] = "4"  # --limit 4
+    argv = capture_args("cut", "--shard-rows", "2", limit=4)
     code, err = run(argv, capsys)
     assert code == 130, err
     monkeypatch.setattr(StoreWriter, "commit_shard", real_commit)
@@ -614,3 +613,14 @@ def test_the_python_api_refuses_what_is_not_a_store_path(sandbox, bad):
         actclust.ActivationStore(bad)
     with pytest.raises(ActclustError):
         actclust.ActivationStore("store").layer(bad)
+
+
+def test_the_python_api_never_captures_into_a_store(sandbox):
+    from actclust.errors import ActclustError
+
+    before = snapshot(sandbox)
+    net = torch.nn.Sequential(torch.nn.Linear(6, 4))
+    X = np.zeros((4, 6), np.float32)
+    with pytest.raises(ActclustError, match="inside the store"):
+        actclust.capture(net, X, ["0"], out="store/layers/new", progress=False, device="cpu")
+    assert snapshot(sandbox) == before
