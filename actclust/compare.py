@@ -8,26 +8,27 @@ finds?" is then one groupby away.
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Iterable, Optional, Sequence, Union
 
 import numpy as np
 import pandas as pd
-from sklearn.base import clone
 
 # compare.RESULT_COLUMNS stays public
-from ._util.schema import PROBE_METHOD, RESULT_COLUMNS  # noqa: F401
+from ._util.schema import NEIGHBOUR_METHOD, PROBE_METHOD, RESULT_COLUMNS  # noqa: F401
 from .errors import ActclustError
+from .label_free import cluster_balance, knn_purity, self_probe_accuracy
 from .metrics import cluster_scores
-from .reporters import capabilities, configure, get_reporter
+from .reporters import capabilities, get_reporter
+from .selection import DEFAULT_CANDIDATES, choose_n_clusters, fit_clusters
 from .store import open_store
 
 
 def compare(store, labels: Union[str, Sequence[str]], layers=None,
             reporters: Iterable = ("kmeans",), seeds: Union[int, Sequence[int]] = 3,
-            n_clusters: Optional[int] = None, probes: bool = True, probe=None,
-            group_column: Optional[str] = None, progress: bool = True) -> pd.DataFrame:
+            n_clusters=None, probes: bool = True, probe=None,
+            group_column: Optional[str] = None, label_free: bool = True,
+            n_neighbors: int = 20, progress: bool = True) -> pd.DataFrame:
     """Fit reporters and probes on each layer of ``store``; return the tidy results table.
 
     Args:
@@ -38,18 +39,31 @@ def compare(store, labels: Union[str, Sequence[str]], layers=None,
             empty for probes only.
         seeds: how many seeds (0..n-1), or the seeds themselves.
         n_clusters: clusters per reporter; default: the number of classes of each label.
+            ``"auto"`` (or a list of candidates) chooses it per layer and reporter without
+            labels, by :func:`~actclust.selection.choose_n_clusters` over the seeds.
         probes: also fit a linear probe (with a control task) per layer and label.
         probe: an unfitted :class:`~actclust.probes.LinearProbe` to use as the template
             (fewer ``Cs`` or folds make probing cheaper).
         group_column: rows sharing a value never straddle a probe's train/test split;
             default ``template`` when the store has it, else ``doc_id`` for token stores.
+        label_free: also score every clustering fit without labels
+            (``self_probe_accuracy``, ``cluster_balance``) and each layer's neighbours
+            against each label (``knn_purity``, method ``knn``).
+        n_neighbors: neighbours per row for ``knn_purity`` (cosine).
         progress: show a progress bar.
 
     Returns:
         One row per (layer, method, label, metric, seed, value). Cluster metrics are
         ``accuracy`` (Hungarian), ``nmi`` (arithmetic averaging), ``ari``, ``purity``,
-        ``v_measure`` and ``fit_seconds``; probe rows (method ``linear_probe``) hold
-        ``probe_accuracy``, ``control_accuracy``, ``selectivity`` and ``majority_baseline``.
+        ``v_measure`` and ``fit_seconds``; with ``label_free``, also
+        ``self_probe_accuracy`` (cross-validated accuracy of a linear probe trained on the
+        clusters themselves) and ``cluster_balance`` (normalised entropy of the sizes),
+        which use no label and are the scores to choose settings by; with
+        ``n_clusters="auto"``, ``n_clusters`` (the chosen number) and ``stability``. Probe
+        rows (method ``linear_probe``) hold ``probe_accuracy``, ``control_accuracy``,
+        ``selectivity`` and ``majority_baseline``; ``knn`` rows hold ``knn_purity``, the
+        share of a row's ``n_neighbors`` nearest rows that carry its label: where it is
+        low, methods that pair neighbours (SCAN, TEMI) cannot beat k-means.
 
     Example:
         >>> import actclust, tempfile
@@ -72,16 +86,28 @@ def compare(store, labels: Union[str, Sequence[str]], layers=None,
         select_names(layers, store.layers, store.layer)  # store.layer raises "not in store"
     targets = {label: store.labels(label) for label in labels}
     estimators = [reporter_for(r) for r in reporters]
+    candidates = _k_candidates(n_clusters, seeds)
     groups, types = _probe_groups(store, group_column)
-    cells = len(layer_names) * (len(estimators) * len(seeds) + (len(labels) if probes else 0))
+    fits_per_seed = len(candidates) if candidates else 1
+    cells = len(layer_names) * (len(estimators) * len(seeds) * fits_per_seed
+                                + (len(labels) if probes else 0))
     bar = tqdm(total=cells, disable=not progress, desc="compare", unit="fit")
     records = []
     for layer in layer_names:
         view = store.layer(layer)
+        if label_free and estimators:
+            bar.set_postfix_str(f"{layer} neighbours")
+            records += _score_neighbours(view, layer, targets, n_neighbors, seeds[0])
         for name, base in estimators:
+            if candidates:
+                bar.set_postfix_str(f"{layer} {name} choosing k")
+                records += _score_auto(view, layer, name, base, seeds, targets, candidates,
+                                       label_free, bar)
+                continue
             for seed in seeds:
                 bar.set_postfix_str(f"{layer} {name} seed {seed}")
-                records += _score_reporter(view, layer, name, base, seed, targets, n_clusters)
+                records += _score_reporter(view, layer, name, base, seed, targets, n_clusters,
+                                           label_free)
                 bar.update(1)
         if probes:
             X = view.to_numpy()
@@ -207,7 +233,8 @@ def _probe_groups(store, group_column):
     return groups, types
 
 
-def _score_reporter(view, layer, name, base, seed, targets, n_clusters) -> list:
+def _score_reporter(view, layer, name, base, seed, targets, n_clusters,
+                    label_free=True) -> list:
     records = []
     fitted_k: dict = {}
     for label, y in targets.items():
@@ -216,15 +243,107 @@ def _score_reporter(view, layer, name, base, seed, targets, n_clusters) -> list:
         if k < 2:
             raise ActclustError(f"label {label!r} has {k} class: nothing to compare with")
         if k not in fitted_k:  # labels with the same number of classes share one fit
-            est = configure(clone(base), n_clusters=k, seed=seed)
-            start = time.perf_counter()
-            est.fit(view)
-            fitted_k[k] = (est.labels_, time.perf_counter() - start)
-        found, seconds = fitted_k[k]
-        scores = cluster_scores(y, found)
-        scores["fit_seconds"] = seconds
-        records += [{"layer": layer, "method": name, "label": label, "metric": metric,
-                     "seed": seed, "value": float(value)} for metric, value in scores.items()]
+            found, seconds = fit_clusters(base, view, k, seed)
+            fitted_k[k] = (found, seconds, _label_free_scores(view, found, k, seed)
+                           if label_free else {})
+        found, seconds, free = fitted_k[k]
+        records += _cluster_rows(layer, name, label, seed, y, found, seconds, free)
+    return records
+
+
+def _cluster_rows(layer, name, label, seed, y, found, seconds, extra) -> list:
+    scores = {**cluster_scores(y, found), "fit_seconds": seconds, **extra}
+    return [{"layer": layer, "method": name, "label": label, "metric": metric,
+             "seed": seed, "value": float(value)} for metric, value in scores.items()]
+
+
+def _label_free_scores(view, found, k: int, seed: int) -> dict:
+    """What a clustering shows without labels: how well a linear probe learns it, and how
+    even its sizes are (a one-cluster fit has no probe score: NaN)."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="self_probe_accuracy: ")
+        probe = self_probe_accuracy(view, found, random_state=seed) \
+            if len(found) >= 5 else float("nan")
+    return {"self_probe_accuracy": probe,
+            "cluster_balance": cluster_balance(found, max(k, len(np.unique(found))))}
+
+
+NEIGHBOUR_MAX_ROWS = 50_000  # kNN purity above this is estimated on a seeded sample
+
+
+def _score_neighbours(view, layer, targets, n_neighbors, seed) -> list:
+    """``knn_purity`` of the layer for each label: one neighbour search shared by the
+    labels without missing values. Above ``NEIGHBOUR_MAX_ROWS`` rows, a seeded sample of
+    that many rows stands for the layer (its neighbours are found among the sample)."""
+    from .label_free import nearest_neighbors
+
+    n = len(view)
+    rows = None
+    if n > NEIGHBOUR_MAX_ROWS:
+        rows = np.sort(np.random.default_rng(seed).choice(n, NEIGHBOUR_MAX_ROWS,
+                                                          replace=False))
+        view, n = np.asarray(view[rows], dtype=np.float32), NEIGHBOUR_MAX_ROWS
+    k = min(n_neighbors, n - 1)
+    if k < 1:
+        return []
+    found, records = None, []
+    for label, y in targets.items():
+        y = y if rows is None else y[rows]
+        codes, _ = pd.factorize(y)
+        if (codes < 0).any():
+            if (codes >= 0).sum() <= k:
+                continue  # too few labelled rows to have k labelled neighbours
+            value = knn_purity(view, y, k=k, random_state=seed)
+        else:
+            if found is None:
+                found = nearest_neighbors(view, k=k, metric="cosine", random_state=seed)[0]
+            value = float((codes[found] == codes[:, None]).mean())
+        records.append({"layer": layer, "method": NEIGHBOUR_METHOD, "label": label,
+                        "metric": "knn_purity", "seed": seed, "value": value})
+    return records
+
+
+def _k_candidates(n_clusters, seeds) -> list:
+    """The numbers of clusters to choose from, or [] for a fixed (or per-label) number."""
+    if n_clusters is None or isinstance(n_clusters, (int, np.integer)) \
+            and not isinstance(n_clusters, bool):
+        return []
+    if isinstance(n_clusters, str):
+        if n_clusters != "auto":
+            raise ActclustError(f"n_clusters must be a number, 'auto' or a list of "
+                                f"candidates, got {n_clusters!r}")
+        candidates = list(DEFAULT_CANDIDATES)
+    else:
+        candidates = list(n_clusters)
+    if len(seeds) < 2:
+        raise ActclustError("n_clusters='auto' chooses by agreement between seeds: give at "
+                            "least 2 seeds")
+    if not candidates or any(isinstance(k, bool) or not isinstance(k, (int, np.integer))
+                             or k < 2 for k in candidates):
+        raise ActclustError(f"candidate numbers of clusters must be integers >= 2, got "
+                            f"{candidates!r}")
+    return sorted(set(int(k) for k in candidates))
+
+
+def _score_auto(view, layer, name, base, seeds, targets, candidates, label_free, bar):
+    """Fit every candidate number of clusters with every seed, keep the one the seeds
+    agree on most (:func:`~actclust.selection.choose_n_clusters`, no labels), and score
+    its fits; rows ``n_clusters`` and ``stability`` record the choice."""
+    def fit(k, seed):
+        out = fit_clusters(base, view, k, seed)
+        bar.update(1)
+        return out
+
+    choice = choose_n_clusters(fit, candidates=candidates, seeds=seeds)
+    k = choice.n_clusters
+    records = []
+    for seed, (found, seconds) in zip(seeds, choice.fits):
+        free = _label_free_scores(view, found, k, seed) if label_free else {}
+        free.update(n_clusters=k, stability=choice.stability)
+        for label, y in targets.items():
+            records += _cluster_rows(layer, name, label, seed, y, found, seconds, free)
     return records
 
 

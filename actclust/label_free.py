@@ -380,6 +380,12 @@ cores.
         X, codes = _take(X, rows, None), codes[rows]
     elif _is_layer(X):
         X = _take(X, np.arange(n), None)
+    # stratified folds need a cluster with cv rows; with fewer, as many folds as it has
+    cv = min(cv, int(np.bincount(codes).max()))
+    if cv < 2:
+        warnings.warn("self_probe_accuracy: every cluster is a single row, so no row can "
+                      "be predicted from others; scored NaN", UserWarning, stacklevel=2)
+        return float("nan")
     folds = StratifiedKFold(cv, shuffle=True, random_state=seed)
     accuracies = []
     with warnings.catch_warnings():
@@ -387,6 +393,8 @@ cores.
         # lbfgs about the iteration cap (a score, not a model to keep, needs no more).
         warnings.filterwarnings("ignore", message=".*least populated class.*")
         warnings.filterwarnings("ignore", message=".*lbfgs failed to converge.*")
+        # many small clusters on few rows: scikit-learn suspects a regression target
+        warnings.filterwarnings("ignore", message=".*number of unique classes is greater.*")
         for train, test in folds.split(X, codes):
             classes = np.unique(codes[train])
             if len(classes) == 1:  # a fold without the rare cluster(s) at all

@@ -135,6 +135,21 @@ SEED = int_at_least(0, maximum=2**32 - 1)  # what numpy and scikit-learn take
 N_CLUSTERS = int_at_least(2)
 
 
+def n_clusters_or_auto(text: str):
+    """An argparse type: a number of clusters (at least 2), ``auto``, or a comma-separated
+    list of candidates to choose from without labels.
+
+    Example:
+        >>> n_clusters_or_auto("auto"), n_clusters_or_auto("8"), n_clusters_or_auto("5,10")
+        ('auto', 8, [5, 10])
+    """
+    if text.strip() == "auto":
+        return "auto"
+    if "," in text:
+        return [N_CLUSTERS(part) for part in text.split(",") if part.strip()]
+    return N_CLUSTERS(text)
+
+
 def _reporter_names():
     from ..reporters import registry
 
@@ -215,8 +230,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reporters", default="kmeans",
                    help="comma-separated reporter names ('' for probes only)")
     p.add_argument("--seeds", type=POSITIVE, default=3, help="seeds per reporter (default 3)")
-    p.add_argument("--n-clusters", type=N_CLUSTERS, help="default: the number of classes")
+    p.add_argument("--n-clusters", type=n_clusters_or_auto,
+                   help="default: the number of classes; 'auto' or a list such as 5,10,20 "
+                   "chooses it by agreement between seeds, without labels")
     p.add_argument("--no-probes", action="store_true", help="skip the linear probes")
+    p.add_argument("--no-label-free", action="store_true",
+                   help="skip the label-free scores (self-probe accuracy, cluster balance, "
+                   "kNN purity)")
     p.add_argument("--group-column", help="rows sharing it never straddle a probe split")
     p.add_argument("--out", required=True, help="results table (.parquet)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

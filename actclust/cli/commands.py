@@ -174,13 +174,15 @@ def cmd_compare(args) -> int:
     table = compare(args.store, labels, layers=args.layers,
                     reporters=_split(args.reporters) or [], seeds=args.seeds,
                     n_clusters=args.n_clusters, probes=not args.no_probes,
-                    group_column=args.group_column, progress=not args.quiet)
+                    group_column=args.group_column, label_free=not args.no_label_free,
+                    progress=not args.quiet)
     path = write_results(table, args.out)
     summary = summarize(table)
-    wanted = summary["metric"].isin(["nmi", "accuracy", "probe_accuracy", "selectivity"])
-    print(f"{'layer':<26} {'method':<14} {'label':<12} {'metric':<16} mean ± sd")
+    wanted = summary["metric"].isin(["nmi", "accuracy", "self_probe_accuracy", "n_clusters",
+                                     "probe_accuracy", "selectivity", "knn_purity"])
+    print(f"{'layer':<26} {'method':<14} {'label':<12} {'metric':<20} mean ± sd")
     for row in summary[wanted].itertuples():
-        print(f"{row.layer:<26} {row.method:<14} {row.label:<12} {row.metric:<16} "
+        print(f"{row.layer:<26} {row.method:<14} {row.label:<12} {row.metric:<20} "
               f"{row.mean:.3f} ± {0 if row.n < 2 else row.sd:.3f}")
     print(f"results ({len(table)} rows): {path}")
     return 0

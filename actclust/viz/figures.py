@@ -10,6 +10,7 @@ import html
 import numpy as np
 import pandas as pd
 
+from .._util.schema import NEIGHBOUR_METHOD, NOT_REPORTERS
 from .._util.schema import PROBE_METHOD as PROBE
 from ..errors import ActclustError
 from ._common import base_layout, check_results, colour, rgba
@@ -19,7 +20,9 @@ METRIC_NAMES = {"nmi": "NMI", "accuracy": "cluster accuracy", "ari": "ARI",
                 "purity": "purity", "v_measure": "V-measure",
                 "probe_accuracy": "probe accuracy", "selectivity": "probe selectivity",
                 "control_accuracy": "control accuracy",
-                "majority_baseline": "majority baseline"}
+                "majority_baseline": "majority baseline",
+                "self_probe_accuracy": "self-probe accuracy (no labels)",
+                "cluster_balance": "cluster balance", "knn_purity": "kNN label purity"}
 
 
 # ---------------------------------------------------------------- contingency
@@ -122,7 +125,7 @@ def pick_label(results: pd.DataFrame, label: str | None = None) -> str:
         return label
     for candidate in labels:
         methods = set(results.loc[results["label"] == candidate, "method"])
-        if PROBE in methods and methods - {PROBE}:
+        if PROBE in methods and methods - NOT_REPORTERS:
             return candidate
     return labels[0]
 
@@ -160,7 +163,7 @@ def layer_sweep(results, label: str | None = None, *, reporters=None,
     table = results[results["label"] == label]
     all_methods = list(dict.fromkeys(table["method"]))
     if reporters is None:
-        reporters = [m for m in all_methods if m != PROBE]
+        reporters = [m for m in all_methods if m not in NOT_REPORTERS]
     else:
         reporters = [reporters] if isinstance(reporters, str) else list(reporters)
         missing = [r for r in reporters if r not in all_methods]
@@ -202,11 +205,13 @@ def layer_sweep(results, label: str | None = None, *, reporters=None,
         line(PROBE, "probe_accuracy", "probe accuracy", "#222222", "solid", 3)
         line(PROBE, "selectivity", "probe selectivity", "#222222", "dash", 2)
         line(PROBE, "majority_baseline", "majority baseline", "#999999", "dot", 1.5, False)
+    line(NEIGHBOUR_METHOD, "knn_purity", "kNN label purity", "#7f7f7f", "dashdot", 2, False)
     if not drawn:
         raise ActclustError(f"results for label {label!r} have none of the metrics "
                             f"{', '.join(metrics)} nor probe rows; metrics present: "
                             f"{', '.join(sorted(set(table['metric'])))}")
-    n_seeds = int(table.loc[table["method"] != PROBE, "seed"].nunique()) if reporters else 0
+    n_seeds = int(table.loc[~table["method"].isin(NOT_REPORTERS), "seed"].nunique()) \
+        if reporters else 0
     sub = (f"label {label} · reporter lines: mean ± sd over {n_seeds} seeds"
            if reporters else f"label {label}") + \
         (" · black: linear probe on held-out rows" if PROBE in all_methods else "")

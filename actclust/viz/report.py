@@ -12,6 +12,7 @@ import pandas as pd
 from ..errors import ActclustError
 from ..store import open_store
 from ._common import check_results
+from .._util.schema import NOT_REPORTERS
 from .figures import METRIC_NAMES, PROBE, contingency_heatmap, layer_sweep, pick_label
 from .maps import MAX_POINTS
 
@@ -160,7 +161,7 @@ def _version() -> str:
 
 def _pick_method(results, label, reporter):
     methods = [m for m in dict.fromkeys(results.loc[results["label"] == label, "method"])
-               if m != PROBE]
+               if m not in NOT_REPORTERS]
     if reporter is not None:
         if reporter not in methods:
             raise ActclustError(f"results have no rows for reporter {reporter!r} on label "
@@ -269,7 +270,9 @@ def _provenance(store, results, quick) -> str:
     return f'<table class="kv">{body}</table>'
 
 
-TABLE_METRICS = ["nmi", "accuracy", "probe_accuracy", "selectivity"]
+TABLE_METHOD_NAMES = {PROBE: "probe", "knn": "neighbours"}
+TABLE_METRICS = ["nmi", "accuracy", "self_probe_accuracy", "probe_accuracy", "selectivity",
+                 "knn_purity"]
 
 
 def _comparison_tables(results, layers) -> str:
@@ -283,11 +286,11 @@ def _comparison_tables(results, layers) -> str:
     for label in dict.fromkeys(s["label"]):
         part = s[s["label"] == label]
         cols = list(dict.fromkeys(zip(part["method"], part["metric"])))
-        cols.sort(key=lambda c: (c[0] == PROBE, TABLE_METRICS.index(c[1])
+        cols.sort(key=lambda c: (c[0] in NOT_REPORTERS, TABLE_METRICS.index(c[1])
                                  if c[1] in TABLE_METRICS else 99))
         idx = part.set_index(["method", "metric", "layer"]).sort_index()
         order = [layer for layer in layers if layer in set(part["layer"])]
-        head = "".join(f"<th>{html.escape(m if m != PROBE else 'probe')}<br>"
+        head = "".join(f"<th>{html.escape(TABLE_METHOD_NAMES.get(m, m))}<br>"
                        f"{html.escape(METRIC_NAMES.get(k, k))}</th>" for m, k in cols)
         best = {}
         for c in cols:

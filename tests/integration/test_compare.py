@@ -26,10 +26,11 @@ def table(minilm_topics):
 
 def test_table_is_tidy_and_complete(table, minilm_topics):
     assert list(table.columns) == RESULT_COLUMNS
-    cluster_rows = 2 * 2 * 2 * 2 * 6   # layers x reporters x seeds x labels x metrics
+    cluster_rows = 2 * 2 * 2 * 2 * 8   # layers x reporters x seeds x labels x metrics
     probe_rows = 2 * 2 * 2 * 4         # layers x labels x seeds x probe metrics
-    assert len(table) == cluster_rows + probe_rows
-    assert set(table["method"]) == {"kmeans", "agglomerative", "linear_probe"}
+    neighbour_rows = 2 * 2             # layers x labels: knn_purity
+    assert len(table) == cluster_rows + probe_rows + neighbour_rows
+    assert set(table["method"]) == {"kmeans", "agglomerative", "linear_probe", "knn"}
     assert table["value"].notna().all()
     again = compare(minilm_topics, ["topic", "template"], layers=LAYERS,
                     reporters=["kmeans", "agglomerative"], seeds=2, probe=quick_probe(),
@@ -47,6 +48,59 @@ def test_the_numbers_tell_where_topic_structure_appears(table):
         assert s[(layer, "linear_probe", "topic", "probe_accuracy")] > \
                s[(layer, "linear_probe", "topic", "majority_baseline")] + 0.3
         assert s[(layer, "linear_probe", "topic", "selectivity")] > 0.2
+
+
+def test_label_free_scores_sit_beside_the_labelled_ones(table, minilm_topics):
+    from actclust.label_free import cluster_balance, knn_purity, self_probe_accuracy
+
+    s = summarize(table).set_index(["layer", "method", "label", "metric"])["mean"]
+    for layer in LAYERS:
+        X = minilm_topics.layer(layer)
+        for label in ("topic", "template"):
+            assert s[(layer, "knn", label, "knn_purity")] == pytest.approx(
+                knn_purity(X, minilm_topics.labels(label), k=20))
+        one = table[(table["layer"] == layer) & (table["method"] == "kmeans")
+                    & (table["seed"] == 0) & (table["label"] == "topic")]
+        one = one.set_index("metric")["value"]
+        clusters = compare_clusters(minilm_topics, layer)
+        assert one["self_probe_accuracy"] == pytest.approx(self_probe_accuracy(X, clusters))
+        assert one["cluster_balance"] == pytest.approx(cluster_balance(clusters, 10))
+    # block 0 groups sentences by template, not topic: its neighbours say so
+    assert s[(LAYERS[0], "knn", "template", "knn_purity")] > \
+        s[(LAYERS[0], "knn", "topic", "knn_purity")] + 0.05
+
+
+def compare_clusters(store, layer):
+    from actclust.reporters import make_reporter
+
+    return make_reporter("kmeans", n_clusters=10, seed=0).fit(store.layer(layer)).labels_
+
+
+def test_without_label_free_scores(minilm_topics):
+    table = compare(minilm_topics, "topic", layers=LAYERS[1], seeds=1, probes=False,
+                    label_free=False, progress=False)
+    assert set(table["method"]) == {"kmeans"}
+    assert not {"self_probe_accuracy", "cluster_balance"} & set(table["metric"])
+
+
+def test_auto_n_clusters_is_chosen_by_agreement_between_seeds(minilm_topics):
+    from actclust.selection import choose_n_clusters
+
+    X = minilm_topics.layer(LAYERS[1])
+    table = compare(minilm_topics, "topic", layers=LAYERS[1], seeds=2, probes=False,
+                    n_clusters=[3, 10], progress=False)
+    chosen = choose_n_clusters("kmeans", X, candidates=[3, 10], seeds=[0, 1])
+    k = table.loc[table["metric"] == "n_clusters", "value"]
+    assert (k == chosen.n_clusters).all() and len(k) == 2
+    stab = table.loc[table["metric"] == "stability", "value"]
+    assert stab.iloc[0] == pytest.approx(chosen.stability)
+    assert chosen.stability == chosen.scores["stability"].max()
+    with pytest.raises(ActclustError, match="at least 2 seeds"):
+        compare(minilm_topics, "topic", seeds=1, n_clusters="auto", progress=False)
+    with pytest.raises(ActclustError, match="integers >= 2"):
+        compare(minilm_topics, "topic", seeds=2, n_clusters=[1, 4], progress=False)
+    with pytest.raises(ActclustError, match="'auto'"):
+        compare(minilm_topics, "topic", seeds=2, n_clusters="many", progress=False)
 
 
 def test_bad_input(minilm_topics):
@@ -68,7 +122,19 @@ def test_cli_compare_and_fit(minilm_topics, tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "blocks.5.hook_out" in printed and "linear_probe" in printed and "±" in printed
     saved = pd.read_parquet(out)
-    assert set(saved["layer"]) == {"blocks.5.hook_out"} and len(saved) == 2 * 6 + 2 * 4
+    assert set(saved["layer"]) == {"blocks.5.hook_out"} and len(saved) == 2 * 8 + 2 * 4 + 1
+    assert "self_probe_accuracy" in printed and "knn_purity" in printed
+    code = main(["compare", str(minilm_topics.root), "--labels", "topic", "--layers",
+                 "blocks.5.*", "--seeds", "2", "--n-clusters", "3,10", "--no-probes",
+                 "--no-label-free", "--out", str(out), "--quiet"])
+    assert code == 0 and "n_clusters" in capsys.readouterr().out
+    saved = pd.read_parquet(out)
+    assert set(saved["method"]) == {"kmeans"}
+    assert saved.loc[saved["metric"] == "n_clusters", "value"].isin([3, 10]).all()
+    with pytest.raises(SystemExit) as exited:
+        main(["compare", str(minilm_topics.root), "--labels", "topic", "--seeds", "2",
+              "--n-clusters", "1", "--out", str(out)])
+    assert exited.value.code == 2
     code = main(["fit", str(minilm_topics.root), "--layer", "blocks.5.hook_out", "--labels",
                  "topic", "--out", str(tmp_path / "clusters.parquet")])
     assert code == 0
@@ -84,7 +150,7 @@ def test_probes_only_and_distinct_settings(minilm_topics, tmp_path, capsys):
     table = compare(minilm_topics, "topic", layers="blocks.5.hook_out",
                     reporters=["kmeans", KMeans(spherical=True)], seeds=1, probes=False,
                     progress=False)
-    assert set(table["method"]) == {"kmeans", "KMeans(spherical=True)"}
+    assert set(table["method"]) == {"kmeans", "KMeans(spherical=True)", "knn"}
     out = tmp_path / "probes.parquet"
     assert main(["compare", str(minilm_topics.root), "--labels", "topic", "--layers",
                  "blocks.5.hook_out", "--reporters", "", "--seeds", "1", "--out", str(out),

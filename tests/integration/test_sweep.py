@@ -91,7 +91,7 @@ def reference(store, tmp_path_factory):
 def test_table_is_tidy_complete_and_on_disk(reference):
     table = reference.table
     assert list(table.columns) == TABLE_COLUMNS
-    per_layer = 2 * 6 + 2 * 3 + 2 * 2 * 6 + 2 * 4  # kmeans, pca, gmm x 2, probe
+    per_layer = 2 * 8 + 2 * 3 + 2 * 2 * 8 + 2 * 4  # kmeans, pca, gmm x 2, probe
     assert len(table) == 2 * per_layer
     assert reference.ran == N_CELLS and reference.skipped == 0
     assert reference.failures.empty
@@ -176,7 +176,7 @@ def test_failed_cell_is_recorded_and_the_rest_go_on(store, tmp_path):
     assert result.ran == 4 and len(result.failures) == 2
     assert set(result.failures["method"]) == {"kmeans-huge"}
     assert result.failures["error"].str.contains("needs at least 5000 rows").all()
-    assert set(result.table["method"]) == {"kmeans"} and len(result.table) == 2 * 6
+    assert set(result.table["method"]) == {"kmeans"} and len(result.table) == 2 * 8
     recorded = json.loads((tmp_path / "out" / "failures.json").read_text())
     assert [r["layer"] for r in recorded] == LAYERS
     assert "failed cells (2" in result.summary() and "5000 rows" in result.summary()
@@ -243,7 +243,7 @@ def test_ray_started_by_the_sweep_is_shut_down(store, tmp_path, monkeypatch):
     spec = sweep(tmp_path / "out", store, seeds=1, probes={"enabled": False},
                  reporters=["kmeans"], data={"store": str(store.root), "layers": [LAYERS[1]]})
     result = run_sweep(spec, backend="ray", progress=False)
-    assert result.ran == 1 and result.failures.empty and len(result.table) == 6
+    assert result.ran == 1 and result.failures.empty and len(result.table) == 8
     assert not ray.is_initialized()  # the sweep started it, so the sweep shut it down
 
 
@@ -313,7 +313,7 @@ def test_capture_once_then_reuse_a_fitting_store(store, tmp_path):
                  reporters=["kmeans"])
     first = run_sweep(spec, progress=False)
     manifest = (tmp_path / "out" / "store" / "manifest.json").read_text()
-    assert first.ran == 1 and len(first.table) == 6
+    assert first.ran == 1 and len(first.table) == 8
     spec["reporters"] = ["kmeans", {"name": "gmm", "params": {"covariance_type": "diag"}}]
     second = run_sweep(spec, resume=True, progress=False)
     assert (second.ran, second.skipped) == (1, 1)
@@ -346,7 +346,7 @@ def test_interrupted_capture_into_a_given_store_resumes(tmp_path, monkeypatch):
     assert json.loads((given / "manifest.json").read_text())["complete"] is False
     monkeypatch.undo()
     result = run_sweep(spec, resume=True, progress=False)
-    assert result.ran == 1 and len(result.table) == 6
+    assert result.ran == 1 and len(result.table) == 8
     assert json.loads((given / "manifest.json").read_text())["complete"] is True
     changed = {**spec, "data": {**spec["data"], "pool": "last"}}  # never overwritten
     with pytest.raises(ActclustError, match="holds a different capture \\(pool"):

@@ -189,6 +189,10 @@ def test_layer_sweep_reads_the_results_table(results):
     assert fig.layout.meta["label"] == "topic"
     template = layer_sweep(results, "template")  # no probe rows for template
     assert not any(t.name and t.name.startswith("probe") for t in template.data)
+    # the neighbour diagnostic is a line of its own, never a reporter
+    assert "knn NMI" not in named
+    assert named["kNN label purity"].y.tolist() == pytest.approx(
+        [s[(layer, "knn", "topic", "knn_purity")] for layer in LAYERS])
 
 
 def test_layer_sweep_errors(results, tmp_path):

@@ -208,6 +208,14 @@ def test_self_probe_tiny_clusters_count_as_errors():
     assert score == pytest.approx(0.99)
 
 
+def test_self_probe_with_every_cluster_smaller_than_cv_uses_fewer_folds():
+    X, _ = blobs(9, centers=3)
+    clusters = np.repeat([0, 1, 2], 3)  # 3 rows a cluster: 3 folds, not 5
+    assert 0 <= self_probe_accuracy(X, clusters) <= 1
+    with pytest.warns(UserWarning, match="single row"):
+        assert math.isnan(self_probe_accuracy(X, np.arange(9)))
+
+
 def test_self_probe_reads_a_store_layer():
     X, _ = blobs(300)
     clusters = KMeans(4, n_init=3, random_state=0).fit_predict(X)
