@@ -53,8 +53,10 @@ def stability(clusterings: Sequence[np.ndarray]) -> float:
     """Mean adjusted Rand index over every pair of clusterings of the same rows.
 
     Example:
-        >>> stability([[0, 0, 1, 1], [1, 1, 0, 0], [0, 1, 0, 1]])
-        -0.3333333333333333
+        >>> stability([[0, 0, 1, 1], [1, 1, 0, 0]])  # the same split, renamed
+        1.0
+        >>> round(stability([[0, 0, 1, 1, 2, 2], [1, 1, 0, 0, 2, 2], [0, 1, 2, 0, 1, 2]]), 3)
+        0.167
     """
     from sklearn.metrics import adjusted_rand_score
 
