@@ -106,10 +106,31 @@ def test_loss_rewards_consistent_confident_balanced_assignments():
 @pytest.mark.parametrize("params", [dict(n_clusters=1), dict(n_heads=0), dict(epochs=0),
                                     dict(confidence=1.0), dict(perturb="flip"),
                                     dict(batch_size=1), dict(entropy_weight=-1.0),
-                                    dict(n_neighbors=0)])
+                                    dict(n_neighbors=0), dict(pair_filter="labels"),
+                                    dict(filter_runs=0), dict(filter_agreement=0.0)])
 def test_bad_parameters_are_refused(blobs, params):
     with pytest.raises(ValueError):
         SCAN(**{"n_clusters": 3, **params}).fit(blobs[0][:50])
+
+
+def test_pair_filter_keeps_neighbours_every_kmeans_run_co_assigns(blobs):
+    from actclust.reporters import KMeans
+
+    X, y = blobs
+    X = X.copy()
+    X[:250] += 3.0  # push two planted clusters together: some neighbour pairs now cross
+    model = SCAN(5, hidden=(32,), n_heads=2, epochs=20, pair_filter="kmeans", filter_runs=3,
+                 **SMALL)
+    found = np.tile(np.arange(1, 11), (len(X), 1)) + np.arange(len(X))[:, None]
+    found %= len(X)  # an arbitrary neighbour list, some pairs across clusters
+    pool = model._co_assigned_pool(X, np.hstack([np.arange(len(X))[:, None], found]), seed=0)
+    runs = [KMeans(5, random_state=r).fit(X).labels_ for r in range(3)]
+    assert pool.shape == (len(X), 11) and (pool[:, 0] == np.arange(len(X))).all()
+    for run in runs:  # every entry left is the anchor or co-assigned with it in every run
+        assert (run[pool] == run[pool[:, :1]]).all()
+    assert 0 < model.kept_pairs_ < 1
+    fitted = model.fit(X)
+    assert normalized_mutual_info_score(y, fitted.labels_) > 0.8
 
 
 def test_more_clusters_than_rows_is_refused():
