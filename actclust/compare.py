@@ -19,13 +19,13 @@ from ._util.schema import NEIGHBOUR_METHOD, PROBE_METHOD, RESULT_COLUMNS  # noqa
 from .errors import ActclustError
 from .label_free import cluster_balance, knn_purity, self_probe_accuracy
 from .metrics import cluster_scores
-from .reporters import capabilities, get_reporter
+from .reporters import capabilities
 from .selection import DEFAULT_CANDIDATES, choose_n_clusters, fit_clusters
 from .store import open_store
 
 
 def compare(store, labels: Union[str, Sequence[str]], layers=None,
-            reporters: Iterable = ("kmeans",), seeds: Union[int, Sequence[int]] = 3,
+            reporters: Union[Iterable, dict] = ("kmeans",), seeds: Union[int, Sequence[int]] = 3,
             n_clusters=None, probes: bool = True, probe=None,
             group_column: Optional[str] = None, label_free: bool = True,
             n_neighbors: int = 20, progress: bool = True) -> pd.DataFrame:
@@ -35,8 +35,10 @@ def compare(store, labels: Union[str, Sequence[str]], layers=None,
         store: an :class:`~actclust.ActivationStore` or its path.
         labels: label column(s) of ``store.rows`` to score against.
         layers: layer names or globs (default: every layer of the store).
-        reporters: registered names (``"kmeans"``, ``"gmm"``...) or unfitted estimators;
-            empty for probes only.
+        reporters: registered names (``"kmeans"``), names with settings
+            (``"gmm(covariance_type=diag)"``) or unfitted estimators; or a dict from the
+            name the table gives each (its ``method``) to one of those; empty for probes
+            only.
         seeds: how many seeds (0..n-1), or the seeds themselves.
         n_clusters: clusters per reporter; default: the number of classes of each label.
             ``"auto"`` (or a list of candidates) chooses it per layer and reporter without
@@ -71,7 +73,7 @@ def compare(store, labels: Union[str, Sequence[str]], layers=None,
         ...                          limit=120, out=tempfile.mkdtemp() + "/s", progress=False)
         >>> table = compare(store, "topic", seeds=2, progress=False)
         >>> sorted(table["method"].unique())
-        ['kmeans', 'linear_probe']
+        ['kmeans', 'knn', 'linear_probe']
     """
     from ._progress import tqdm
 
@@ -85,7 +87,13 @@ def compare(store, labels: Union[str, Sequence[str]], layers=None,
     layer_names = store.layers if layers is None else \
         select_names(layers, store.layers, store.layer)  # store.layer raises "not in store"
     targets = {label: store.labels(label) for label in labels}
-    estimators = [reporter_for(r) for r in reporters]
+    estimators = [reporter_for(r, name) for name, r in reporters.items()] \
+        if isinstance(reporters, dict) else [reporter_for(r) for r in reporters]
+    names = [name for name, _ in estimators]
+    if len(set(names)) < len(names):
+        twice = next(n for n in names if names.count(n) > 1)
+        raise ActclustError(f"two reporters are both called {twice!r}; name them with a "
+                            "dict, e.g. reporters={'gmm-diag': GMM(covariance_type='diag')}")
     candidates = _k_candidates(n_clusters, seeds)
     groups, types = _probe_groups(store, group_column)
     fits_per_seed = len(candidates) if candidates else 1
@@ -154,11 +162,13 @@ def write_results(table: pd.DataFrame, path) -> Path:
 
 
 def reporter_cell(store, layer: str, reporter, seed: int, labels: Sequence[str],
-                  n_clusters: Optional[int] = None, method: Optional[str] = None) -> list:
+                  n_clusters: Optional[int] = None, method: Optional[str] = None,
+                  label_free: bool = True) -> list:
     """One cell of :func:`compare`: fit one reporter with one seed on one layer and score
     its clusters against each label. Returns the table's rows as dicts.
 
-    ``method`` names the reporter in the rows (default: as :func:`compare` names it).
+    ``method`` names the reporter in the rows (default: as :func:`compare` names it);
+    ``label_free`` adds the self-probe accuracy and the cluster balance of the fit.
 
     Example:
         >>> import actclust, tempfile
@@ -166,13 +176,13 @@ def reporter_cell(store, layer: str, reporter, seed: int, labels: Sequence[str],
         ...                          limit=60, out=tempfile.mkdtemp() + "/s", progress=False)
         >>> rows = reporter_cell(store, "blocks.5.hook_out", "kmeans", 0, ["topic"])
         >>> sorted({r["metric"] for r in rows})[:3]
-        ['accuracy', 'ari', 'fit_seconds']
+        ['accuracy', 'ari', 'cluster_balance']
     """
     store = open_store(store)
     name, base = reporter_for(reporter)
     targets = {label: store.labels(label) for label in labels}
     return _score_reporter(store.layer(layer), layer, method or name, base, seed, targets,
-                           n_clusters)
+                           n_clusters, label_free)
 
 
 def probe_cell(store, layer: str, label: str, seed: int, probe=None,
@@ -195,20 +205,39 @@ def probe_cell(store, layer: str, label: str, seed: int, probe=None,
     return _score_probe(X, layer, label, store.labels(label), groups, types, [seed], probe)
 
 
-def reporter_for(reporter):
-    """A (name, unfitted clustering estimator) pair from a registered name or an instance.
+def reporter_for(reporter, name: Optional[str] = None):
+    """A (name, unfitted clustering estimator) pair from a registered name, a name with
+    settings (``"gmm(covariance_type=diag)"``) or an instance; ``name`` overrides the name.
+
+    An instance with settings other than its defaults is named by them, the way the
+    command line writes them.
 
     Example:
         >>> from actclust.reporters import GMM
         >>> reporter_for("kmeans")[0], reporter_for(GMM())[0]
         ('kmeans', 'gmm')
+        >>> reporter_for(GMM(covariance_type="diag"))[0]
+        'gmm(covariance_type=diag)'
+        >>> reporter_for("gmm(covariance_type=diag)", name="gmm-diag")[0]
+        'gmm-diag'
     """
+    from .reporters.settings import method_name, reporter_from_text
+
     if isinstance(reporter, str):
-        name, est = reporter, get_reporter(reporter)()
+        found, est = reporter_from_text(reporter)
     else:
-        name, est = getattr(type(reporter), "registry_name", type(reporter).__name__), reporter
-        if est.get_params() != type(est)().get_params():  # keep two settings apart
-            name = " ".join(repr(est).split())
+        est = reporter
+        registered = getattr(type(est), "registry_name", None)
+        if registered is not None:
+            defaults = type(est)().get_params(deep=False)
+            changed = {k: v for k, v in est.get_params(deep=False).items()
+                       if k not in ("n_clusters", "random_state") and not _same(v, defaults[k])}
+            found = method_name(registered, changed)
+        else:
+            found = type(est).__name__
+            if est.get_params() != type(est)().get_params():  # keep two settings apart
+                found = " ".join(repr(est).split())
+    name = found if name is None else str(name)
     kind = capabilities(est).kind
     if kind == "contrast":
         raise ActclustError(f"reporter {name!r} needs contrast pairs, not one layer (see "
@@ -217,6 +246,13 @@ def reporter_for(reporter):
         raise ActclustError(f"reporter {name!r} does not cluster, so it has no clusters to "
                             "compare with labels; use a clustering reporter")
     return name, est
+
+
+def _same(a, b) -> bool:
+    try:
+        return bool(a == b) if not isinstance(a, np.ndarray) else np.array_equal(a, b)
+    except (TypeError, ValueError):
+        return a is b
 
 
 def _probe_groups(store, group_column):

@@ -215,8 +215,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("fit", help="fit one reporter on one layer and score its clusters")
     p.add_argument("store")
     p.add_argument("--layer", required=True)
-    p.add_argument("--reporter", default="kmeans", help="a clustering reporter: "
+    p.add_argument("--reporter", default="kmeans", help="a clustering reporter, optionally "
+                   "with settings, e.g. 'gmm(covariance_type=diag)': "
                    + ", ".join(n for n in sorted(_reporter_names()) if n != "pca"))
+    p.add_argument("--param", action="append", metavar="KEY=VALUE",
+                   help="a setting of the reporter (repeatable), e.g. n_init=10")
     p.add_argument("--n-clusters", type=N_CLUSTERS, help="default: classes of the first label")
     p.add_argument("--seed", type=SEED, default=0)
     p.add_argument("--labels", help="label columns to score against (default: all)")
@@ -228,7 +231,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--labels", required=True, help="label columns, comma-separated")
     p.add_argument("--layers", help="layer names or globs (default: all)")
     p.add_argument("--reporters", default="kmeans",
-                   help="comma-separated reporter names ('' for probes only)")
+                   help="comma-separated reporters, each a name or name(key=value, ...) "
+                   "('' for probes only)")
+    p.add_argument("--param", action="append", metavar="KEY=VALUE",
+                   help="a setting for every reporter listed (repeatable)")
     p.add_argument("--seeds", type=POSITIVE, default=3, help="seeds per reporter (default 3)")
     p.add_argument("--n-clusters", type=n_clusters_or_auto,
                    help="default: the number of classes; 'auto' or a list such as 5,10,20 "

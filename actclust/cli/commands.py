@@ -118,7 +118,32 @@ def cmd_verify(args) -> int:
 
 
 def _split(text):
-    return [part.strip() for part in text.split(",") if part.strip()] if text else None
+    """Comma-separated items; commas inside brackets (a reporter's settings) do not split.
+
+    Example:
+        >>> _split("kmeans, gmm(covariance_type=diag, n_components=10)")
+        ['kmeans', 'gmm(covariance_type=diag, n_components=10)']
+    """
+    if not text:
+        return None
+    parts, depth, current = [], 0, ""
+    for char in text:
+        depth += {"(": 1, "[": 1, ")": -1, "]": -1}.get(char, 0)
+        if char == "," and depth == 0:
+            parts.append(current)
+            current = ""
+        else:
+            current += char
+    parts.append(current)
+    return [part.strip() for part in parts if part.strip()]
+
+
+def _reporters(texts, params):
+    """(method name, estimator) of each reporter text, with the ``--param`` settings."""
+    from ..reporters.settings import parse_param, reporter_from_text
+
+    extra = dict(parse_param(p) for p in params or [])
+    return [reporter_from_text(text, **extra) for text in texts]
 
 
 def cmd_fit(args) -> int:
@@ -132,6 +157,7 @@ def cmd_fit(args) -> int:
 
     if args.out is not None:
         check_output_file(args.out, suffixes=(".parquet",))
+    (name, model), = _reporters([args.reporter], args.param)
     store = ActivationStore(args.store)
     view = store.layer(args.layer)
     labels = _split(args.labels) or store.label_columns
@@ -145,11 +171,11 @@ def cmd_fit(args) -> int:
     from ..compare import reporter_for
     from ..reporters import configure
 
-    _, model = reporter_for(args.reporter)
+    reporter_for(model)  # refuses a reporter that does not cluster
     configure(model, n_clusters=k, seed=args.seed).fit(view)
     found = model.labels_
     sizes = np.bincount(found, minlength=k)
-    print(f"{args.reporter} on {args.layer}: {k} clusters over {len(found)} rows; sizes "
+    print(f"{name} on {args.layer}: {k} clusters over {len(found)} rows; sizes "
           f"min {sizes.min()}, median {int(np.median(sizes))}, max {sizes.max()}")
     for label in labels:
         scores = cluster_scores(store.labels(label), found)
@@ -171,8 +197,11 @@ def cmd_compare(args) -> int:
     labels = _split(args.labels)
     if not labels:
         raise ActclustError("--labels is empty: name one or more label columns")
-    table = compare(args.store, labels, layers=args.layers,
-                    reporters=_split(args.reporters) or [], seeds=args.seeds,
+    reporters = dict(_reporters(_split(args.reporters) or [], args.param))
+    if args.param and not reporters:
+        raise ActclustError("--param sets a reporter's settings, but --reporters is empty")
+    table = compare(args.store, labels, layers=args.layers, reporters=reporters,
+                    seeds=args.seeds,
                     n_clusters=args.n_clusters, probes=not args.no_probes,
                     group_column=args.group_column, label_free=not args.no_label_free,
                     progress=not args.quiet)

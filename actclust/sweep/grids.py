@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from ..errors import ActclustError, closest
+from ..reporters.settings import method_name
 from .toml_lines import check_type, first_repeat, unknown_keys
 
 REPORTER_KEYS = {"name", "method", "params", "grid"}
@@ -91,7 +92,7 @@ def check_reporters(entries, where) -> list:
             point = dict(zip(keys, combo))
             method = entry.get("method", name)
             if point:
-                method += "(" + ", ".join(f"{k}={_short(v)}" for k, v in point.items()) + ")"
+                method = method_name(method, point)
             spec = ReporterSpec(name, method, {**params, **point})
             _validate_values(spec, where, index)
             if method in methods:
@@ -101,12 +102,6 @@ def check_reporters(entries, where) -> list:
             methods[method] = spec
             out.append(spec)
     return out
-
-
-def _short(value) -> str:
-    if isinstance(value, list):
-        return "[" + ",".join(map(_short, value)) + "]"
-    return str(value).lower() if isinstance(value, bool) else str(value)
 
 
 def _validate_values(spec: ReporterSpec, where, index) -> None:

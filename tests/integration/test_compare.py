@@ -150,7 +150,7 @@ def test_probes_only_and_distinct_settings(minilm_topics, tmp_path, capsys):
     table = compare(minilm_topics, "topic", layers="blocks.5.hook_out",
                     reporters=["kmeans", KMeans(spherical=True)], seeds=1, probes=False,
                     progress=False)
-    assert set(table["method"]) == {"kmeans", "KMeans(spherical=True)", "knn"}
+    assert set(table["method"]) == {"kmeans", "kmeans(spherical=true)", "knn"}
     out = tmp_path / "probes.parquet"
     assert main(["compare", str(minilm_topics.root), "--labels", "topic", "--layers",
                  "blocks.5.hook_out", "--reporters", "", "--seeds", "1", "--out", str(out),
@@ -170,3 +170,26 @@ def test_topic_probe_beats_the_majority_baseline(minilm_topics):
     assert s["probe_accuracy"] >= s["majority_baseline"] + 0.4
     assert s["selectivity"] >= 0.4
     assert s["n_train"] + s["n_test"] == len(minilm_topics)
+
+
+def test_settings_from_text_and_named_reporters(minilm_topics, tmp_path, capsys):
+    from actclust.reporters import GMM
+
+    table = compare(minilm_topics, "topic", layers=LAYERS[1], seeds=1, probes=False,
+                    label_free=False, progress=False,
+                    reporters={"gmm-diag": GMM(covariance_type="diag", pca_components=10),
+                               "gmm-text": "gmm(covariance_type=diag, pca_components=10)"})
+    nmi = table[table["metric"] == "nmi"].set_index("method")["value"]
+    assert set(nmi.index) == {"gmm-diag", "gmm-text"}
+    assert nmi["gmm-diag"] == nmi["gmm-text"]  # the same settings, however written
+    with pytest.raises(ActclustError, match="both called 'kmeans'"):
+        compare(minilm_topics, "topic", reporters=["kmeans", "kmeans"], progress=False)
+    out = tmp_path / "r.parquet"
+    assert main(["compare", str(minilm_topics.root), "--labels", "topic", "--layers",
+                 LAYERS[1], "--reporters", "kmeans,gmm(covariance_type=diag)", "--param",
+                 "n_init=2", "--seeds", "1", "--no-probes", "--out", str(out), "--quiet"]) == 0
+    assert set(pd.read_parquet(out)["method"]) >= {"kmeans(n_init=2)",
+                                                   "gmm(covariance_type=diag, n_init=2)"}
+    assert main(["fit", str(minilm_topics.root), "--layer", LAYERS[1], "--reporter",
+                 "gmm(covariance_type=round)"]) == 2
+    assert "'covariance_type' parameter of GMM" in capsys.readouterr().err
