@@ -209,16 +209,22 @@ def _layer_score(results, label, method, layer, metric) -> str:
 
 
 def _refit(store, layer, method, label, n_clusters, seed):
-    from ..reporters import capabilities, make_reporter, registry
+    from ..errors import ActclustError as SettingsError
+    from ..reporters import capabilities, configure
+    from ..reporters.settings import reporter_from_text
 
-    cls = registry().get(method)
-    # A method that is not a registered clusterer with a number of clusters (a probe, a
-    # user's estimator, CCS) is shown with k-means' clusters instead.
-    caps = capabilities(cls) if cls is not None else None
-    usable = caps is not None and caps.kind == "clusterer" and caps.k_param == "n_clusters"
-    name = method if usable else "kmeans"
+    # A method that is not a registered clusterer with a number of clusters, with or
+    # without settings (a probe, a user's estimator, CCS), is shown with k-means' clusters.
+    try:
+        name, est = reporter_from_text(method)
+        caps = capabilities(est)
+        usable = caps.kind == "clusterer" and caps.k_param == "n_clusters"
+    except SettingsError:
+        usable = False
+    if not usable:
+        name, est = reporter_from_text("kmeans")
     k = n_clusters or int(pd.Series(store.labels(label)).dropna().nunique())
-    est = make_reporter(name, n_clusters=max(k, 2), seed=seed)
+    est = configure(est, n_clusters=max(k, 2), seed=seed)
     est.fit(store.layer(layer))
     return est, name
 

@@ -68,6 +68,16 @@ def test_report_holds_every_part(report, store, results):
     assert not list(report.parent.glob(".report.html.*"))  # no temporary file left
 
 
+def test_the_report_refits_a_reporter_with_its_settings(store):
+    from actclust.viz.report import _refit
+
+    est, name = _refit(store, LAYERS[-1], "gmm(covariance_type=diag)", "topic", None, 0)
+    assert name == "gmm(covariance_type=diag)" and est.covariance_type == "diag"
+    assert len(set(est.labels_.tolist())) == 10
+    for method in ("linear_probe", "knn", "my-own-estimator", "pca"):
+        assert _refit(store, LAYERS[-1], method, "topic", 3, 0)[1] == "kmeans"
+
+
 def test_write_is_atomic(store, results, tmp_path, monkeypatch):
     from actclust._util import files
 
