@@ -192,6 +192,7 @@ class TEMI(TrainedReporterMixin, ClusterMixin, BaseEstimator):
         "teacher_momentum": [Interval(Real, 0, 1, closed="both")],
         "prior_momentum": [Interval(Real, 0, 1, closed="both")],
         "weighted": ["boolean"],
+        "kmeans_filter": [Interval(Integral, 0, None, closed="left")],
         "standardize": ["boolean"],
         "epochs": [Interval(Integral, 1, None, closed="left")],
         "batch_size": [Interval(Integral, 1, None, closed="left")],
@@ -204,10 +205,10 @@ class TEMI(TrainedReporterMixin, ClusterMixin, BaseEstimator):
     collapse_hint = ("TEMI left some clusters empty; use more n_heads, another "
                      "random_state, or ask for fewer clusters")
 
-    def __init__(self, n_clusters=10, *, n_heads=16, hidden=512, bottleneck=256,
-                 n_neighbors=50, beta=0.6, temperature=0.1, teacher_temperature=0.1,
-                 teacher_momentum=0.996, prior_momentum=0.9, weighted=True,
-                 standardize=True, epochs=100, batch_size=256, lr=1e-4,
+    def __init__(self, n_clusters=10, *, n_heads=4, hidden=256, bottleneck=128,
+                 n_neighbors=20, beta=0.6, temperature=0.1, teacher_temperature=0.1,
+                 teacher_momentum=0.9, prior_momentum=0.9, weighted=True, kmeans_filter=0,
+                 standardize=True, epochs=100, batch_size=256, lr=1e-3,
                  weight_decay=1e-4, warmup_epochs=20, freeze_last_layer=1,
                  memory_budget_gb=2.0, device="auto", random_state=None, progress=False):
         self.n_clusters = n_clusters
@@ -221,6 +222,7 @@ class TEMI(TrainedReporterMixin, ClusterMixin, BaseEstimator):
         self.teacher_momentum = teacher_momentum
         self.prior_momentum = prior_momentum
         self.weighted = weighted
+        self.kmeans_filter = kmeans_filter
         self.standardize = standardize
         self.epochs = epochs
         self.batch_size = batch_size
@@ -246,6 +248,7 @@ class TEMI(TrainedReporterMixin, ClusterMixin, BaseEstimator):
         k = min(self.n_neighbors, n - 1)
         found = nearest_neighbors(X, k=k, metric="cosine", random_state=seed)[0]
         pool = torch.from_numpy(found).to(device)
+        allowed = self._agreeing_pairs(X, found, seed)
         module = self._build_module("module_").to(device)
         student, teacher = module.student, module.teacher
         last_layer = [student.v, student.g]
@@ -263,7 +266,10 @@ class TEMI(TrainedReporterMixin, ClusterMixin, BaseEstimator):
 
         def temi_batch(idx):
             idx = idx.to(device)
-            pick = torch.randint(0, pool.shape[1], (len(idx),), generator=generator)
+            if allowed is None:
+                pick = torch.randint(0, pool.shape[1], (len(idx),), generator=generator)
+            else:
+                pick = torch.multinomial(allowed[idx.cpu()], 1, generator=generator)[:, 0]
             both = torch.cat([data[idx], data[pool[idx, pick.to(device)]]])
             with torch.no_grad():
                 q = torch.softmax(teacher(both) / self.teacher_temperature, -1)
@@ -286,7 +292,7 @@ class TEMI(TrainedReporterMixin, ClusterMixin, BaseEstimator):
             losses = trainer.run_batches(batches(n, self.batch_size, generator), temi_batch,
                                          step)
             per_head = losses.mean_parts(self.n_heads) * self.n_heads
-            return {"loss": float(per_head.min()), "head_losses": per_head.round(5).tolist(),
+            return {"loss": float(per_head.min()), "head_losses": per_head.tolist(),
                     "weight": float(np.mean(weights)) if weights else 1.0}
 
         trainer.run(module, self.epochs, temi_epoch, name="TEMI", lr=peak)
@@ -301,6 +307,25 @@ class TEMI(TrainedReporterMixin, ClusterMixin, BaseEstimator):
         self.n_iter_ = len(self.history_)
         self._check_degenerate()
         return self
+
+    def _agreeing_pairs(self, X, found: np.ndarray, seed: int):
+        """With ``kmeans_filter`` runs: which mined pairs every k-means run puts in one
+        cluster (a row with none keeps its nearest neighbour), as sampling weights on the
+        CPU; ``None`` without. Sets ``kept_pairs_``."""
+        import torch
+
+        from .kmeans import KMeans
+
+        if not self.kmeans_filter:
+            self.kept_pairs_ = 1.0
+            return None
+        same = np.ones(found.shape, dtype=bool)
+        for run in range(self.kmeans_filter):
+            labels = KMeans(self.n_clusters, random_state=(seed + run) % 2**31).fit(X).labels_
+            same &= labels[found] == labels[:, None]
+        self.kept_pairs_ = float(same.mean())
+        same[~same.any(1), 0] = True
+        return torch.from_numpy(same.astype(np.float32))
 
     def _build_module(self, name):
         return _heads_module(self.n_features_in_, self.n_heads, self.hidden, self.bottleneck,
