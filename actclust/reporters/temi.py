@@ -148,8 +148,9 @@ class TEMI(TrainedReporterMixin, ClusterMixin, BaseEstimator):
     teacher hardly moving (mean pair weight 0.31); 0.99 0.766 / 0.948; lr 1e-3 with 0.95
     0.836 / 0.976; k = 20 0.850 / 0.974 (k = 50 0.836, k = 10 0.804); momentum 0.9 with
     k = 20 0.885 / 0.972. Standardised input beats one global scale (0.838 against
-    0.776); dropping the pair weight lowers digits (0.829 against 0.836). Defaults, 5 seeds, NMI / self-probe / seconds a
-    fit on two cores, against k-means (``n_init=10``): digits pixels 0.863 ± 0.028 /
+    0.776); dropping the pair weight lowers digits (0.829 against 0.836). Defaults, 5
+    seeds, NMI / self-probe / seconds a fit on two cores, against k-means
+    (``n_init=10``): digits pixels 0.863 ± 0.028 /
     0.972 / 9.3 s (k-means 0.743 ± 0.002 / 0.962); digits-mlp 0.967 ± 0.013 / 0.992 /
     7.6 s (0.938 ± 0.001 / 0.985). TEMI loses where the neighbours are impure or the
     labels unbalanced: MiniLM block 5 topics (3,200 x 384, kNN purity 0.62) 0.324 ± 0.022
