@@ -278,13 +278,11 @@ class SCAN(TrainedReporterMixin, ClusterMixin, BaseEstimator):
         runs (``n_clusters`` clusters, seeds ``seed..``) puts in its cluster; the freed
         places repeat the kept entries (the anchor included), so every list has the same
         length and each kept neighbour is still drawn uniformly."""
-        from .kmeans import KMeans
+        from ._pairs import kmeans_agreement
 
-        runs = [KMeans(self.n_clusters, random_state=seed + r).fit(X).labels_
-                for r in range(self.filter_runs)]
         anchor, found = pool[:, 0], pool[:, 1:]
-        agree = np.mean([run[found] == run[anchor][:, None] for run in runs], axis=0)
-        keep = agree >= self.filter_agreement - 1e-9
+        keep = kmeans_agreement(X, found, self.n_clusters, self.filter_runs, seed) \
+            >= self.filter_agreement - 1e-9
         self.kept_pairs_ = float(keep.mean())
         out = np.empty_like(pool)
         for i in range(len(pool)):  # rows keep different numbers of neighbours

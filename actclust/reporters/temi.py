@@ -8,7 +8,7 @@ from numbers import Integral, Real
 import numpy as np
 from sklearn.base import BaseEstimator, ClusterMixin
 
-from ._base import Interval, fit_context, register
+from ._base import Interval, StrOptions, fit_context, register
 from ._trainer import TrainedReporterMixin, Trainer, batches
 
 
@@ -136,9 +136,10 @@ class TEMI(TrainedReporterMixin, ClusterMixin, BaseEstimator):
     last epoch (``head_losses_``, ``best_head_``); its *teacher* labels the rows. No
     labels are used.
 
-    **Pair filter** (``kmeans_filter=m``, off by default): only the mined pairs that ``m``
-    k-means runs all put in one cluster are drawn (Local Aggregation's co-assignment); a
-    row with none keeps its nearest neighbour; ``kept_pairs_`` is the share kept.
+    **Pair filter** (``pair_filter="kmeans"``, off by default, as in :class:`SCAN`): only
+    the mined pairs that ``filter_agreement`` (all) of ``filter_runs`` k-means runs put in
+    one cluster are drawn (Local Aggregation's co-assignment); a row with none keeps its
+    nearest neighbour; ``kept_pairs_`` is the share kept.
 
     **Defaults, measured** (details in docs/reporters/temi.md; NMI / label-free
     ``self_probe_accuracy``, 2 seeds unless said; settings compared by the label-free
@@ -158,7 +159,7 @@ class TEMI(TrainedReporterMixin, ClusterMixin, BaseEstimator):
     too); block 3 (topic purity 0.31) 0.001 ± 0.001 / 0.989 / 23.1 s (0.024 ± 0.013);
     token-level block 3 by part of speech (5,475 rows, purity 0.97, 12 unequal classes)
     0.508 ± 0.037 / 0.998 / 40.4 s (0.662 ± 0.029 / 0.994): the prior ``pi`` forces equal
-    clusters (balance 0.998 against k-means' 0.89). ``kmeans_filter=5`` lifts MiniLM
+    clusters (balance 0.998 against k-means' 0.89). ``pair_filter="kmeans"`` lifts MiniLM
     block 5 to 0.553 (2 seeds) but lowers its self-probe score (0.919) and digits (0.760).
 
     Parameters:
@@ -173,6 +174,9 @@ class TEMI(TrainedReporterMixin, ClusterMixin, BaseEstimator):
         teacher_momentum: EMA momentum of the teacher, per step.
         prior_momentum: EMA momentum of the cluster sizes ``pi``, per step.
         weighted: weight each pair by the teacher's agreement on it.
+        pair_filter: ``"kmeans"`` draws only pairs that k-means runs co-assign.
+        filter_runs: k-means runs the filter asks (seeds ``random_state`` onwards).
+        filter_agreement: share of those runs that must co-assign a pair.
         standardize: scale each column to unit variance before the heads (otherwise one
             global scale keeps the columns' relative variances).
         epochs: training epochs.
@@ -215,7 +219,9 @@ class TEMI(TrainedReporterMixin, ClusterMixin, BaseEstimator):
         "teacher_momentum": [Interval(Real, 0, 1, closed="both")],
         "prior_momentum": [Interval(Real, 0, 1, closed="both")],
         "weighted": ["boolean"],
-        "kmeans_filter": [Interval(Integral, 0, None, closed="left")],
+        "pair_filter": [StrOptions({"kmeans"}), None],
+        "filter_runs": [Interval(Integral, 1, None, closed="left")],
+        "filter_agreement": [Interval(Real, 0, 1, closed="right")],
         "standardize": ["boolean"],
         "epochs": [Interval(Integral, 1, None, closed="left")],
         "batch_size": [Interval(Integral, 1, None, closed="left")],
@@ -230,7 +236,8 @@ class TEMI(TrainedReporterMixin, ClusterMixin, BaseEstimator):
 
     def __init__(self, n_clusters=10, *, n_heads=4, hidden=256, bottleneck=128,
                  n_neighbors=20, beta=0.6, temperature=0.1, teacher_temperature=0.1,
-                 teacher_momentum=0.9, prior_momentum=0.9, weighted=True, kmeans_filter=0,
+                 teacher_momentum=0.9, prior_momentum=0.9, weighted=True, pair_filter=None,
+                 filter_runs=5, filter_agreement=1.0,
                  standardize=True, epochs=100, batch_size=256, lr=1e-3,
                  weight_decay=1e-4, warmup_epochs=20, freeze_last_layer=1,
                  memory_budget_gb=2.0, device="auto", random_state=None, progress=False):
@@ -245,7 +252,9 @@ class TEMI(TrainedReporterMixin, ClusterMixin, BaseEstimator):
         self.teacher_momentum = teacher_momentum
         self.prior_momentum = prior_momentum
         self.weighted = weighted
-        self.kmeans_filter = kmeans_filter
+        self.pair_filter = pair_filter
+        self.filter_runs = filter_runs
+        self.filter_agreement = filter_agreement
         self.standardize = standardize
         self.epochs = epochs
         self.batch_size = batch_size
@@ -332,20 +341,18 @@ class TEMI(TrainedReporterMixin, ClusterMixin, BaseEstimator):
         return self
 
     def _agreeing_pairs(self, X, found: np.ndarray, seed: int):
-        """With ``kmeans_filter`` runs: which mined pairs every k-means run puts in one
+        """With ``pair_filter``: which mined pairs the k-means runs put in one
         cluster (a row with none keeps its nearest neighbour), as sampling weights on the
         CPU; ``None`` without. Sets ``kept_pairs_``."""
         import torch
 
-        from .kmeans import KMeans
+        from ._pairs import kmeans_agreement
 
-        if not self.kmeans_filter:
+        if self.pair_filter is None:
             self.kept_pairs_ = 1.0
             return None
-        same = np.ones(found.shape, dtype=bool)
-        for run in range(self.kmeans_filter):
-            labels = KMeans(self.n_clusters, random_state=(seed + run) % 2**31).fit(X).labels_
-            same &= labels[found] == labels[:, None]
+        same = kmeans_agreement(X, found, self.n_clusters, self.filter_runs, seed) \
+            >= self.filter_agreement - 1e-9
         self.kept_pairs_ = float(same.mean())
         same[~same.any(1), 0] = True
         return torch.from_numpy(same.astype(np.float32))

@@ -121,9 +121,9 @@ def test_teacher_momentum_and_frozen_last_layer(blobs):
     assert not np.allclose(trained.module_.student.g.detach().numpy(), 1.0)
 
 
-def test_kmeans_filter_keeps_agreeing_pairs(blobs):
+def test_pair_filter_keeps_agreeing_pairs(blobs):
     X, y = blobs
-    model = TEMI(5, epochs=20, batch_size=64, kmeans_filter=3, **SMALL).fit(X)
+    model = TEMI(5, epochs=20, batch_size=64, pair_filter="kmeans", filter_runs=3, **SMALL).fit(X)
     assert 0.5 < model.kept_pairs_ <= 1.0
     assert normalized_mutual_info_score(y, model.labels_) > 0.9
     assert TEMI(5, epochs=1, **SMALL).fit(X).kept_pairs_ == 1.0
@@ -156,7 +156,7 @@ def test_save_load_round_trip_predicts_identically(blobs, fitted, tmp_path):
                                     dict(beta=0.0), dict(temperature=0),
                                     dict(teacher_momentum=1.5), dict(prior_momentum=-0.1),
                                     dict(batch_size=0), dict(n_neighbors=0),
-                                    dict(kmeans_filter=-1), dict(weighted="yes"),
+                                    dict(pair_filter="labels"), dict(filter_runs=0), dict(weighted="yes"),
                                     dict(hidden=(32,))])
 def test_bad_parameters_are_refused(blobs, params):
     with pytest.raises(ValueError):
