@@ -8,9 +8,9 @@ what it is (:func:`capabilities`); trained reporters save and load without pickl
 
 Example:
     >>> sorted(registry())
-    ['aekmeans', 'agglomerative', 'ccs', 'dec', 'deepcluster', 'gmm', 'idec', 'iic', 'kmeans', 'pca', 'scan']
+    ['aekmeans', 'agglomerative', 'ccs', 'dec', 'deepcluster', 'gmm', 'idec', 'iic', 'kmeans', 'pca', 'scan', 'turtle']
     >>> [name for name in sorted(registry()) if is_clusterer(name)]
-    ['aekmeans', 'agglomerative', 'dec', 'deepcluster', 'gmm', 'idec', 'iic', 'kmeans', 'scan']
+    ['aekmeans', 'agglomerative', 'dec', 'deepcluster', 'gmm', 'idec', 'iic', 'kmeans', 'scan', 'turtle']
 """
 
 from ._base import (Capabilities, capabilities, configure, get_reporter, is_clusterer,
@@ -26,9 +26,10 @@ from .gmm import GMM, select_k
 from .kmeans import KMeans
 from .pca import PCA
 from .scan import SCAN
+from .turtle import TURTLE
 
 __all__ = ["PCA", "KMeans", "GMM", "Agglomerative", "AEKMeans", "DEC", "IDEC", "IIC",
-           "DeepCluster", "CCS", "SCAN",
+           "DeepCluster", "CCS", "SCAN", "TURTLE",
            "contrast_pairs", "select_k",
            "Capabilities", "capabilities", "configure", "is_clusterer", "is_transformer",
            "make_reporter", "load_reporter",
