@@ -205,7 +205,7 @@ def test_bad_input_is_refused(blobs, fitted):
 
 @pytest.mark.parametrize("params", [dict(n_clusters=1), dict(steps=0), dict(inner_steps=0),
                                     dict(gamma=-1.0), dict(batch_size=1), dict(lr=0.0),
-                                    dict(init="pca")])
+                                    dict(warm_start="yes")])
 def test_bad_parameters_are_refused(blobs, params):
     with pytest.raises(ValueError):
         TURTLE(**{"n_clusters": 3, **params}).fit(blobs[0][:50])
