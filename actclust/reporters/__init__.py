@@ -8,9 +8,9 @@ what it is (:func:`capabilities`); trained reporters save and load without pickl
 
 Example:
     >>> sorted(registry())
-    ['aekmeans', 'agglomerative', 'ccs', 'dec', 'deepcluster', 'gmm', 'idec', 'iic', 'kmeans', 'pca', 'scan', 'temi']
+    ['aekmeans', 'agglomerative', 'ccs', 'dec', 'deepcluster', 'gmm', 'idec', 'iic', 'kmeans', 'pca', 'scan', 'temi', 'turtle']
     >>> [name for name in sorted(registry()) if is_clusterer(name)]
-    ['aekmeans', 'agglomerative', 'dec', 'deepcluster', 'gmm', 'idec', 'iic', 'kmeans', 'scan', 'temi']
+    ['aekmeans', 'agglomerative', 'dec', 'deepcluster', 'gmm', 'idec', 'iic', 'kmeans', 'scan', 'temi', 'turtle']
 """
 
 from ._base import (Capabilities, capabilities, configure, get_reporter, is_clusterer,
@@ -27,9 +27,10 @@ from .kmeans import KMeans
 from .pca import PCA
 from .scan import SCAN
 from .temi import TEMI
+from .turtle import TURTLE
 
 __all__ = ["PCA", "KMeans", "GMM", "Agglomerative", "AEKMeans", "DEC", "IDEC", "IIC",
-           "DeepCluster", "CCS", "SCAN", "TEMI",
+           "DeepCluster", "CCS", "SCAN", "TEMI", "TURTLE",
            "contrast_pairs", "select_k",
            "Capabilities", "capabilities", "configure", "is_clusterer", "is_transformer",
            "make_reporter", "load_reporter",

@@ -61,6 +61,14 @@ def update_prior(prior, q_views, momentum: float = 0.9):
 
 
 def _heads_module(d_in: int, n_heads: int, hidden: int, bottleneck: int, n_clusters: int):
+    return _network_classes()["TEMINet"](d_in, n_heads, hidden, bottleneck, n_clusters)
+
+
+def _network_classes() -> dict:
+    """The torch modules, defined on first use (torch is imported lazily) as attributes of
+    this module, so pickle finds them by name (see ``__getattr__`` below)."""
+    if "TEMINet" in globals():
+        return {"Heads": globals()["Heads"], "TEMINet": globals()["TEMINet"]}
     import torch
     from torch import nn
 
@@ -70,8 +78,9 @@ def _heads_module(d_in: int, n_heads: int, hidden: int, bottleneck: int, n_clust
         ``Linear(bottleneck, C, bias=False)`` with a trainable gain. Returns logits,
         heads x rows x clusters."""
 
-        def __init__(self):
+        def __init__(self, d_in, n_heads, hidden, bottleneck, n_clusters):
             super().__init__()
+            self.n_heads, self.hidden = n_heads, hidden
             self.w1 = nn.Parameter(torch.empty(d_in, n_heads * hidden))
             self.b1 = nn.Parameter(torch.zeros(n_heads * hidden))
             self.w2 = nn.Parameter(torch.empty(n_heads, hidden, bottleneck))
@@ -87,7 +96,7 @@ def _heads_module(d_in: int, n_heads: int, hidden: int, bottleneck: int, n_clust
 
         def forward(self, x):
             h = nn.functional.gelu(x @ self.w1 + self.b1)
-            h = h.view(len(x), n_heads, hidden).transpose(0, 1)  # heads x rows x hidden
+            h = h.view(len(x), self.n_heads, self.hidden).transpose(0, 1)  # heads x rows x h
             z = nn.functional.normalize(torch.baddbmm(self.b2, h, self.w2), dim=-1)
             return torch.bmm(z, self.g * self.v / self.v.norm(dim=1, keepdim=True))
 
@@ -95,15 +104,24 @@ def _heads_module(d_in: int, n_heads: int, hidden: int, bottleneck: int, n_clust
         """Student heads, their EMA teacher and the running cluster sizes: every tensor a
         fit changes, so saving or restoring it restores all."""
 
-        def __init__(self):
+        def __init__(self, d_in, n_heads, hidden, bottleneck, n_clusters):
             super().__init__()
-            self.student = Heads()
-            self.teacher = Heads()
+            self.student = Heads(d_in, n_heads, hidden, bottleneck, n_clusters)
+            self.teacher = Heads(d_in, n_heads, hidden, bottleneck, n_clusters)
             self.teacher.load_state_dict(self.student.state_dict())
             self.teacher.requires_grad_(False)
             self.register_buffer("prior", torch.full((n_heads, 1, n_clusters), 1 / n_clusters))
 
-    return TEMINet()
+    for cls in (Heads, TEMINet):
+        cls.__module__, cls.__qualname__ = __name__, cls.__name__
+        globals()[cls.__name__] = cls
+    return {"Heads": Heads, "TEMINet": TEMINet}
+
+
+def __getattr__(name):  # pickle looks the module classes up by name
+    if name in ("Heads", "TEMINet"):
+        return _network_classes()[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @register("temi", kind="clusterer", cost="trained", streams=True)

@@ -14,8 +14,8 @@ from safetensors.numpy import save as save_safetensors
 from sklearn.datasets import make_blobs
 
 from actclust.errors import ActclustError
-from actclust.reporters import (CCS, DEC, IDEC, IIC, SCAN, AEKMeans, DeepCluster, KMeans,
-                                capabilities, load_reporter, registry)
+from actclust.reporters import (CCS, DEC, IDEC, IIC, SCAN, TEMI, TURTLE, AEKMeans,
+                                DeepCluster, KMeans, capabilities, load_reporter, registry)
 from actclust.reporters._io import FORMAT_VERSION
 
 FITS = {
@@ -33,6 +33,9 @@ FITS = {
                                  device="cpu"),
     "scan": lambda: SCAN(3, hidden=(8,), n_heads=2, epochs=5, random_state=0, device="cpu"),
     "ccs": lambda: CCS(n_tries=2, epochs=30, random_state=0, device="cpu"),
+    "temi": lambda: TEMI(3, hidden=8, bottleneck=4, n_heads=2, epochs=3, random_state=0,
+                         device="cpu"),
+    "turtle": lambda: TURTLE(3, steps=20, random_state=0, device="cpu"),
 }
 OUTPUTS = ("predict", "transform", "predict_proba")
 
@@ -60,7 +63,8 @@ def assert_same(a, b, X):
 
 def test_every_savable_reporter_is_covered():
     savable = {name for name in registry() if capabilities(name).savable}
-    assert savable == {"dec", "idec", "iic", "deepcluster", "aekmeans", "ccs", "scan"}
+    assert savable == {"dec", "idec", "iic", "deepcluster", "aekmeans", "ccs", "scan", "temi",
+                       "turtle"}
     assert savable <= {name.split("-")[0] for name in FITS}
 
 

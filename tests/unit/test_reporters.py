@@ -53,6 +53,7 @@ QUICK = {
     "iic": dict(epochs=6, device="cpu"), "deepcluster": dict(epochs=3, device="cpu"),
     "scan": dict(hidden=(16,), n_heads=2, epochs=5, device="cpu"),
     "temi": dict(hidden=16, bottleneck=8, n_heads=2, epochs=3, device="cpu"),
+    "turtle": dict(steps=20, device="cpu"),
 }
 SEEDED_CLUSTERERS = sorted(n for n, cls in registry().items()
                            if capabilities(cls).kind == "clusterer" and capabilities(cls).seeded)
@@ -211,11 +212,11 @@ def test_every_registered_reporter_declares_what_it_is():
     table = {name: capabilities(name) for name in registry()}
     assert {n for n, c in table.items() if c.kind == "clusterer"} == {
         "kmeans", "gmm", "agglomerative", "aekmeans", "dec", "idec", "iic", "deepcluster",
-        "scan", "temi"}
+        "scan", "temi", "turtle"}
     assert {n for n, c in table.items() if c.kind == "transformer"} == {"pca"}
     assert {n for n, c in table.items() if c.kind == "contrast"} == {"ccs"}
     assert {n for n, c in table.items() if c.cost == "trained"} == {
-        "aekmeans", "dec", "idec", "iic", "deepcluster", "ccs", "scan", "temi"}
+        "aekmeans", "dec", "idec", "iic", "deepcluster", "ccs", "scan", "temi", "turtle"}
     assert {n for n, c in table.items() if c.cost == "quadratic"} == {"agglomerative"}
     assert {n for n, c in table.items() if not c.streams} == {"gmm", "agglomerative", "ccs"}
     assert table["pca"].k_param == "n_components" and table["ccs"].k_param is None
@@ -295,7 +296,7 @@ def test_register_refuses_duplicates_and_declares_defaults():
 
 
 @pytest.mark.parametrize("name", ["kmeans", "aekmeans", "dec", "idec", "iic", "deepcluster",
-                                  "ccs"])
+                                  "ccs", "turtle"])
 def test_device_names_are_checked_by_resolve_device(name):
     cls = get_reporter(name)
     X = np.random.default_rng(0).normal(size=(20, 4))

@@ -6,7 +6,7 @@ Checks that cannot apply are listed with the reason; nothing is silently skipped
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from actclust.reporters import (CCS, DEC, GMM, IDEC, IIC, PCA, AEKMeans, Agglomerative,
-                                SCAN, DeepCluster, KMeans, registry)
+                                SCAN, TEMI, TURTLE, DeepCluster, KMeans, registry)
 
 # scikit-learn sets n_clusters=1 in these checks; actclust refuses k=1 on purpose (one
 # cluster finds no structure, and a silent k=1 in a sweep file is a bug worth catching).
@@ -39,6 +39,8 @@ EXPECTED_FAILURES = {
     "DeepCluster": K1_CHECKS,
     "IIC": K1_CHECKS,
     "SCAN": K1_CHECKS,
+    "TEMI": K1_CHECKS,
+    "TURTLE": K1_CHECKS,
     "PCA": {},
     "CCS": CCS_CHECKS,
 }
@@ -53,6 +55,8 @@ ESTIMATORS = [
     DeepCluster(3, hidden=(16,), feature_dim=8, epochs=3, random_state=0, device="cpu"),
     CCS(n_tries=2, epochs=20, random_state=0, device="cpu"),
     SCAN(3, hidden=(16,), n_heads=2, epochs=30, random_state=0, device="cpu"),
+    TEMI(3, hidden=16, bottleneck=8, n_heads=2, epochs=30, random_state=0, device="cpu"),
+    TURTLE(3, steps=200, lr=1e-2, inner_lr=1e-2, random_state=0, device="cpu"),
 ]
 
 
