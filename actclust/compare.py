@@ -84,6 +84,9 @@ def compare(store, labels: Union[str, Sequence[str]], layers=None,
     seeds = list(range(seeds)) if isinstance(seeds, int) else list(seeds)
     if not seeds:
         raise ActclustError("seeds is empty: give a number of seeds or a list of them")
+    if isinstance(n_neighbors, bool) or not isinstance(n_neighbors, (int, np.integer)) \
+            or n_neighbors < 1:
+        raise ActclustError(f"n_neighbors must be a whole number >= 1, got {n_neighbors!r}")
     layer_names = store.layers if layers is None else \
         select_names(layers, store.layers, store.layer)  # store.layer raises "not in store"
     targets = {label: store.labels(label) for label in labels}

@@ -99,6 +99,8 @@ def test_auto_n_clusters_is_chosen_by_agreement_between_seeds(minilm_topics):
         compare(minilm_topics, "topic", seeds=1, n_clusters="auto", progress=False)
     with pytest.raises(ActclustError, match="integers >= 2"):
         compare(minilm_topics, "topic", seeds=2, n_clusters=[1, 4], progress=False)
+    with pytest.raises(ActclustError, match="n_neighbors must be"):
+        compare(minilm_topics, "topic", n_neighbors=0, progress=False)
     with pytest.raises(ActclustError, match="'auto'"):
         compare(minilm_topics, "topic", seeds=2, n_clusters="many", progress=False)
 
