@@ -20,7 +20,7 @@ from .errors import ActclustError
 from .label_free import cluster_balance, knn_purity, self_probe_accuracy
 from .metrics import cluster_scores
 from .reporters import capabilities
-from .selection import DEFAULT_CANDIDATES, choose_n_clusters, fit_clusters
+from .selection import DEFAULT_CANDIDATES, check_choice, choose_n_clusters, fit_clusters
 from .store import open_store
 
 
@@ -356,14 +356,7 @@ def _k_candidates(n_clusters, seeds) -> list:
         candidates = list(DEFAULT_CANDIDATES)
     else:
         candidates = list(n_clusters)
-    if len(seeds) < 2:
-        raise ActclustError("n_clusters='auto' chooses by agreement between seeds: give at "
-                            "least 2 seeds")
-    if not candidates or any(isinstance(k, bool) or not isinstance(k, (int, np.integer))
-                             or k < 2 for k in candidates):
-        raise ActclustError(f"candidate numbers of clusters must be integers >= 2, got "
-                            f"{candidates!r}")
-    return sorted(set(int(k) for k in candidates))
+    return check_choice(candidates, seeds)[0]
 
 
 def _score_auto(view, layer, name, base, seeds, targets, candidates, label_free, bar):

@@ -85,18 +85,11 @@ def choose_n_clusters(reporter, X=None, candidates: Sequence[int] = DEFAULT_CAND
         >>> choose_n_clusters("kmeans", X, candidates=[2, 3, 4, 6, 8]).n_clusters
         4
     """
-    seeds = list(seeds)
-    if len(seeds) < 2:
-        raise ActclustError("choosing the number of clusters by agreement needs at least "
-                            "2 seeds")
-    candidates = list(candidates)
-    if not candidates or any(isinstance(k, bool) or not isinstance(k, (int, np.integer))
-                             or k < 2 for k in candidates):
-        raise ActclustError(f"candidates must be integers >= 2, got {candidates!r}")
+    candidates, seeds = check_choice(candidates, seeds)
     fit = reporter if callable(reporter) and not hasattr(reporter, "fit") \
         else _fitter(reporter, X)
     rows, fits = [], {}
-    for k in sorted(set(int(k) for k in candidates)):
+    for k in candidates:
         fits[k] = [fit(k, seed) for seed in seeds]
         rows.append({"n_clusters": k,
                      "stability": stability([found for found, _ in fits[k]]),
@@ -108,6 +101,25 @@ def choose_n_clusters(reporter, X=None, candidates: Sequence[int] = DEFAULT_CAND
     best = int(np.flatnonzero(stable >= stable.max() - tolerance)[-1])
     k = int(scores["n_clusters"].iloc[best])
     return KChoice(k, float(scores["stability"].iloc[best]), scores, fits[k])
+
+
+def check_choice(candidates, seeds) -> tuple[list, list]:
+    """The candidates, sorted and unique, and the seeds, or a one-line error: each
+    candidate an integer >= 2, at least two seeds.
+
+    Example:
+        >>> check_choice([10, 3, 10], range(2))
+        ([3, 10], [0, 1])
+    """
+    seeds, candidates = list(seeds), list(candidates)
+    if len(seeds) < 2:
+        raise ActclustError("choosing the number of clusters by agreement between seeds "
+                            "needs at least 2 seeds")
+    if not candidates or any(isinstance(k, bool) or not isinstance(k, (int, np.integer))
+                             or k < 2 for k in candidates):
+        raise ActclustError(f"candidate numbers of clusters must be integers >= 2, got "
+                            f"{candidates!r}")
+    return sorted(set(int(k) for k in candidates)), seeds
 
 
 def fit_clusters(base, X, k: int, seed: int) -> tuple[np.ndarray, float]:
