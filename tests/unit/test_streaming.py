@@ -4,7 +4,7 @@ array, and the layer is never loaded whole."""
 import numpy as np
 import pytest
 
-from actclust.reporters import DEC, IDEC, IIC, AEKMeans, DeepCluster
+from actclust.reporters import DEC, IDEC, IIC, SCAN, TEMI, AEKMeans, DeepCluster
 from actclust.store.reader import LayerView
 from tests.unit.test_store import make_store
 
@@ -21,7 +21,13 @@ REPORTERS = {
                               memory_budget_gb=budget, **SMALL),
     "deepcluster": lambda budget: DeepCluster(3, hidden=(16,), feature_dim=8, epochs=3,
                                               memory_budget_gb=budget, **SMALL),
+    "scan": lambda budget: SCAN(3, hidden=(16,), n_heads=2, epochs=4, memory_budget_gb=budget,
+                                **SMALL),
+    "temi": lambda budget: TEMI(3, n_heads=2, hidden=32, bottleneck=16, epochs=3,
+                                memory_budget_gb=budget, **SMALL),
 }
+# loaded from the store (under the budget), the layer gives the array's clusters too
+LOADED_TOO = {"scan", "temi"}
 
 
 @pytest.fixture(scope="module")
@@ -40,6 +46,9 @@ def test_streamed_layer_gives_the_array_result(name, store, monkeypatch):
     X = data["blocks.0.hook_out"]
     view = store.layer("blocks.0.hook_out")
     in_memory = REPORTERS[name](2.0).fit(X)
+    if name in LOADED_TOO:
+        np.testing.assert_array_equal(REPORTERS[name](2.0).fit(view).labels_,
+                                      in_memory.labels_)
     monkeypatch.setattr(LayerView, "to_numpy", refuse)
     monkeypatch.setattr(LayerView, "__array__", refuse)
     streamed = REPORTERS[name](1e-9).fit(view)

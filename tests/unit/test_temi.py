@@ -9,8 +9,6 @@ from sklearn.metrics import normalized_mutual_info_score
 
 from actclust.reporters import TEMI, capabilities, load_reporter
 from actclust.reporters.temi import _EMAStep, pair_weight, temi_loss, update_prior
-from actclust.store.reader import LayerView
-from tests.unit.test_store import make_store
 
 SMALL = dict(n_heads=2, hidden=32, bottleneck=16, random_state=0, device="cpu")
 
@@ -163,28 +161,3 @@ def test_bad_parameters_are_refused(blobs, params):
         TEMI(**{"n_clusters": 3, "device": "cpu", **params}).fit(blobs[0][:50])
 
 
-@pytest.fixture(scope="module")
-def store(tmp_path_factory):
-    return make_store(tmp_path_factory.mktemp("temi") / "s", n_docs=60, rows_per_doc=5,
-                      shard_docs=25, dim=6)
-
-
-def refuse(*args, **kwargs):
-    raise AssertionError("the whole layer was loaded")
-
-
-def test_store_layer_gives_the_array_labels_loaded_or_streamed(store, monkeypatch):
-    store, data = store
-    X = data["blocks.0.hook_out"]
-    view = store.layer("blocks.0.hook_out")
-
-    def make(budget):
-        return TEMI(3, epochs=3, memory_budget_gb=budget, **SMALL)
-
-    in_memory = make(2.0).fit(X)
-    np.testing.assert_array_equal(make(2.0).fit(view).labels_, in_memory.labels_)
-    monkeypatch.setattr(LayerView, "to_numpy", refuse)
-    monkeypatch.setattr(LayerView, "__array__", refuse)
-    streamed = make(1e-9).fit(view)
-    np.testing.assert_array_equal(streamed.labels_, in_memory.labels_)
-    np.testing.assert_array_equal(streamed.predict(view), in_memory.predict(X))
