@@ -113,9 +113,9 @@ def checked(name: str, params: dict):
     """The estimator ``name(**params)``, its settings validated (one-line errors)."""
     cls = get_reporter(name)
     label = method_name(name, params)
-    unknown = sorted(set(params) - set(cls().get_params(deep=False)))
+    valid = sorted(cls().get_params(deep=False))
+    unknown = sorted(set(params) - set(valid))
     if unknown:
-        valid = sorted(cls().get_params(deep=False))
         raise ActclustError(f"{label}: {cls.__name__} has no setting "
                             f"{', '.join(unknown)}; {closest(unknown[0], valid)}")
     est = cls(**params)
