@@ -11,7 +11,8 @@ from sklearn.metrics import normalized_mutual_info_score as nmi
 
 from actclust.errors import ActclustError
 from actclust.reporters import TURTLE, capabilities, load_reporter
-from actclust.reporters.turtle import _inner_fit, as_spaces, turtle_loss
+from actclust.reporters._turtle_parts import (_encoder, _inner_fit, _one_head, as_spaces,
+                                             head_losses, task_labels, turtle_loss)
 from actclust.store.reader import LayerView
 from tests.unit.test_store import LAYERS, make_store
 
@@ -85,6 +86,47 @@ def test_inner_classifiers_take_torch_adam_steps():
     _inner_fit([z], labels, weights, steps=5, lr=1e-2)
     np.testing.assert_allclose(weights[0][0], linear.weight.detach(), atol=1e-5)
     np.testing.assert_allclose(weights[0][1], linear.bias.detach(), atol=1e-5)
+
+
+def test_stacked_heads_are_independent_problems_in_one_product():
+    """Three heads trained in one batched product take the same steps as three
+    single-head problems: the inner classifiers, the labelling and the outer loss."""
+    torch.manual_seed(0)
+    heads, clusters = 3, 4
+    encoder = _encoder((7,), clusters, heads)
+    z = torch.randn(40, 7)
+    labels, per_space = task_labels(encoder, [z])
+    assert labels.shape == (heads, 40, clusters)
+    W, b = torch.randn(heads * clusters, 7), torch.randn(heads * clusters)
+    stacked = [[W.clone(), b.clone()]]
+    _inner_fit([z], labels.detach(), stacked, steps=4, lr=1e-2)
+    losses = head_losses([(z @ stacked[0][0].T + stacked[0][1]).view(40, heads, clusters)
+                          .transpose(0, 1)], labels, per_space, gamma=3.0)
+    for h in range(heads):
+        one = _one_head(encoder, h)
+        alone_labels, alone_space = task_labels(one, [z])
+        torch.testing.assert_close(alone_labels, labels[h])
+        part = slice(h * clusters, (h + 1) * clusters)
+        single = [[W[part].clone(), b[part].clone()]]
+        _inner_fit([z], alone_labels.detach(), single, steps=4, lr=1e-2)
+        torch.testing.assert_close(single[0][0], stacked[0][0][part])
+        logits = z @ single[0][0].T + single[0][1]
+        torch.testing.assert_close(turtle_loss([logits], alone_labels, alone_space, 3.0),
+                                   losses[h])
+
+
+def test_several_heads_keep_the_lowest_loss_one(blobs, tmp_path):
+    X, y = blobs
+    model = TURTLE(4, n_heads=3, steps=150, **FAST).fit(X[:300])
+    assert model.head_losses_.shape == (3,)
+    assert model.best_head_ == int(np.argmin(model.history_[-1]["head_losses"]))
+    assert model.module_[0]["v"].shape == (4, 10)  # one head kept, saved like any other
+    np.testing.assert_array_equal(model.predict(X[:300]), model.labels_)
+    assert nmi(y[:300], model.labels_) > 0.95
+    loaded = TURTLE.load(model.save(tmp_path / "heads.safetensors"))
+    np.testing.assert_array_equal(loaded.predict(X[300:]), model.predict(X[300:]))
+    single = TURTLE(4, steps=150, **FAST).fit(X[:300])
+    assert single.head_losses_.shape == (1,) and single.best_head_ == 0
 
 
 def test_recovers_planted_blobs_and_predicts_new_rows(blobs, fitted):
