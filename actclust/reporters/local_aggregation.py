@@ -53,13 +53,29 @@ class LocalAggregation(TrainedReporterMixin, ClusterMixin, TransformerMixin, Bas
     ``noise_scale`` column standard deviations, ``"dropout"`` zeroes inputs with
     probability ``noise_scale``.
 
+    **Defaults, measured** (docs/reporters/local_aggregation.md; NMI / label-free
+    ``self_probe_accuracy``; settings compared by the label-free score first). The
+    paper's scale, many small clusters (centroids 5% of rows, background 10%), spreads
+    the embedding evenly: digits pixels 0.376 / 0.901, MiniLM block 5 topics 0.010 /
+    0.791 (the embedding follows the sentence templates). Centroids 1% of rows, 40, 20,
+    10: digits 0.695 / 0.576 / 0.643 / 0.674, MiniLM 0.601 / 0.093 / 0.797 / 0.867,
+    the self-probe score highest at 10 on both: hence ``n_centroids=n_clusters``. On
+    digits (3 seeds) noise 0.1 / 0.5 / 0.8 sd gives 0.661 / 0.725 / 0.748; background
+    10% / 30% / 100% 0.723 / 0.725 / 0.731; 1 / 3 / 10 k-means runs 0.713 / 0.725 /
+    0.742; 100 epochs 0.732; 10 warm-up epochs 0.692. Without the warm start MiniLM
+    falls to 0.265 (0.601 with it); Adam 1e-3 is below the authors' SGD (digits 0.606
+    against 0.695, MiniLM 0.478 against 0.601). Defaults, 3 seeds, against k-means
+    (``n_init=10``): digits pixels 0.751 ± 0.008 / 0.969 in 6-10 s (k-means 0.741 ±
+    0.002 / 0.961); MiniLM block 5 (3,200 x 384) 0.806 ± 0.021 / 0.981 in 14-20 s
+    (0.714 ± 0.045 / 0.972), on two cores.
+
     Parameters:
         n_clusters: clusters of the final k-means, at least 2.
         hidden: widths of the MLP (Linear + BatchNorm + ReLU) before the embedding.
         embed_dim: width of the L2-normalised embedding (128, the authors').
         n_background: background neighbours ``k`` per row: a count, or a share of rows.
-        n_centroids: centroids of each k-means run on the bank: a count, or a share of
-            rows.
+        n_centroids: centroids of each k-means run on the bank: a count, a share of
+            rows, or ``None`` for ``n_clusters``.
         n_kmeans: k-means runs on the bank; a row's close neighbours are those any run
             puts with it.
         kmeans_every: epochs between two clusterings of the bank.
@@ -166,14 +182,14 @@ class LocalAggregation(TrainedReporterMixin, ClusterMixin, TransformerMixin, Bas
 
         from .kmeans import KMeans
 
+        if self.perturb == "dropout" and self.noise_scale >= 1:
+            raise ActclustError(f"noise_scale={self.noise_scale} is a dropout probability "
+                                "with perturb='dropout'; use a value below 1")
         X, seed, generator, device, data = self._start_fit(X, per_column=self.standardize)
         n = len(data)
         self.n_background_ = resolve_count(self.n_background, n)
         self.n_centroids_ = resolve_count(self.n_clusters if self.n_centroids is None
                                           else self.n_centroids, n)
-        if self.perturb == "dropout" and self.noise_scale >= 1:
-            raise ActclustError(f"noise_scale={self.noise_scale} is a dropout probability "
-                                "with perturb='dropout'; use a value below 1")
         faiss_device = "cpu" if device == "cpu" else "auto"
         module = self._build_module("module_").to(device)
         params = [{"params": [p for p in module.parameters() if p.dim() > 1],
