@@ -1,0 +1,209 @@
+"""Local Aggregation on planted clusters: the losses, the close-neighbour mask, the memory
+bank, recovery, the embedding, reproducibility, save/load, store layers and parameter
+checks."""
+
+import numpy as np
+import pytest
+import torch
+from sklearn.datasets import make_blobs
+from sklearn.metrics import normalized_mutual_info_score
+
+from actclust.errors import ActclustError
+from actclust.reporters import capabilities, load_reporter
+from actclust.reporters._local_aggregation import (BankStep, bank_clusters, bank_rows,
+                                                   close_in_background, init_bank,
+                                                   instance_loss, la_loss, resolve_count)
+from actclust.reporters.local_aggregation import LocalAggregation
+from actclust.store.reader import LayerView
+from tests.unit.test_store import make_store
+
+SMALL = dict(hidden=(32,), embed_dim=16, ir_epochs=2, epochs=8, n_init=3, random_state=0,
+             device="cpu")
+
+
+@pytest.fixture(scope="module")
+def blobs():
+    return make_blobs(600, centers=5, n_features=16, cluster_std=2.0, random_state=3)
+
+
+@pytest.fixture(scope="module")
+def fitted(blobs):
+    X, _ = blobs
+    return LocalAggregation(5, **SMALL).fit(X[:500])
+
+
+def test_registered_as_a_trained_streaming_clusterer():
+    caps = capabilities("local_aggregation")
+    assert (caps.kind, caps.cost, caps.streams, caps.k_param) == \
+        ("clusterer", "trained", True, "n_clusters")
+    assert caps.savable and caps.gpu and caps.seeded
+
+
+def test_la_loss_is_the_close_share_of_the_background():
+    rng = np.random.default_rng(0)
+    dots = rng.uniform(-1, 1, (6, 9))
+    close = rng.random((6, 9)) < 0.4
+    close[:, 0] = True  # every row has one close neighbour
+    weights = np.exp(dots / 0.07)
+    by_hand = np.minimum(-np.log((weights * close).sum(1) / weights.sum(1)), -np.log(1e-7))
+    got = la_loss(torch.tensor(dots), torch.tensor(close), 0.07)
+    np.testing.assert_allclose(got.numpy(), by_hand, rtol=1e-9)
+    # everything close: nothing to gain; nothing close: the authors' clamp at -log 1e-7
+    assert la_loss(torch.tensor(dots), torch.ones(6, 9, dtype=bool)).abs().max() < 1e-6
+    far = la_loss(torch.tensor(dots), torch.zeros(6, 9, dtype=bool))
+    np.testing.assert_allclose(far.numpy(), -np.log(1e-7), rtol=1e-6)
+
+
+def test_instance_loss_is_the_softmax_over_the_whole_bank():
+    dots = torch.tensor([[0.9, 0.1, -0.2], [0.0, 0.5, 0.5]], dtype=torch.float64)
+    idx = torch.tensor([0, 2])
+    by_hand = -torch.log_softmax(dots / 0.07, 1)[[0, 1], [0, 2]]
+    np.testing.assert_allclose(instance_loss(dots, idx, 0.07).numpy(), by_hand.numpy(),
+                               rtol=1e-6)
+    # it is Local Aggregation's loss with the whole bank as background, the row alone close
+    close = torch.nn.functional.one_hot(idx, 3).bool()
+    np.testing.assert_allclose(la_loss(dots, close, 0.07).numpy(), by_hand.numpy(),
+                               rtol=1e-5)
+
+
+def test_close_neighbours_share_a_cluster_in_any_run():
+    labels = torch.tensor([[0, 0, 1, 1, 2], [0, 1, 1, 0, 0]])
+    idx, background = torch.tensor([0, 4]), torch.tensor([[1, 2, 3], [0, 2, 3]])
+    close = close_in_background(labels, idx, background)
+    # row 0: row 1 by run 0, row 3 by run 1; row 4: rows 0 and 3 by run 1
+    assert close.tolist() == [[True, False, True], [True, False, True]]
+
+
+def test_memory_bank_starts_normalised_and_moves_by_momentum():
+    bank = init_bank(50, 8, torch.Generator().manual_seed(0))
+    np.testing.assert_allclose(bank.norm(dim=1).numpy(), 1, rtol=1e-6)
+    v = torch.nn.functional.normalize(torch.randn(3, 8), dim=1)
+    idx = torch.tensor([4, 7, 9])
+    new = bank_rows(bank, idx, v, 0.5)
+    expected = torch.nn.functional.normalize(bank[idx] + v, dim=1)
+    np.testing.assert_allclose(new.numpy(), expected.numpy(), rtol=1e-6)
+    np.testing.assert_allclose(bank_rows(bank, idx, v, 0.0).numpy(), v.numpy(), rtol=1e-6)
+    # the bank is written only after the optimiser's step
+    net = torch.nn.Linear(2, 1)
+    step = BankStep(torch.optim.SGD(net.parameters(), lr=0.1), bank)
+    step.pending = (idx, new)
+    before = bank.clone()
+    step.zero_grad()
+    net(torch.ones(1, 2)).sum().backward()
+    np.testing.assert_array_equal(bank.numpy(), before.numpy())
+    step.step()
+    np.testing.assert_array_equal(bank[idx].numpy(), new.numpy())
+    assert step.pending is None
+
+
+def test_bank_clusters_and_counts():
+    bank = np.vstack([np.eye(4)[i % 4] + 0.01 * i for i in range(40)]).astype(np.float32)
+    labels = bank_clusters(bank, 4, runs=2, seed=0)
+    assert labels.shape == (2, 40)
+    for run in labels:  # four tight groups, found by every run
+        assert len(set(zip(run, np.arange(40) % 4))) == 4
+    assert resolve_count(0.25, 40) == 10 and resolve_count(7, 40) == 7
+    assert resolve_count(100, 40) == 40 and resolve_count(1e-6, 40) == 1
+
+
+def test_recovers_planted_clusters_and_predicts_new_rows(blobs, fitted):
+    X, y = blobs
+    assert normalized_mutual_info_score(y[:500], fitted.labels_) > 0.9
+    np.testing.assert_array_equal(fitted.predict(X[:500]), fitted.labels_)
+    assert normalized_mutual_info_score(y[500:], fitted.predict(X[500:])) > 0.9
+    embedding = fitted.transform(X[:7])
+    assert embedding.shape == (7, 16)
+    np.testing.assert_allclose(np.linalg.norm(embedding, axis=1), 1, rtol=1e-5)
+    assert fitted.cluster_centers_.shape == (5, 16)
+    assert (fitted.n_background_, fitted.n_centroids_) == (150, 5)  # 0.3 x 500; n_clusters
+    stages = [h["stage"] for h in fitted.history_]
+    assert stages == ["ir"] * 2 + ["la"] * 8 and fitted.n_iter_ == 10
+    la = fitted.history_[2:]
+    assert all(h["clustered"] for h in la) and all(0 < h["close"] <= 1 for h in la)
+    assert la[-1]["loss"] < la[0]["loss"]
+
+
+def test_kmeans_every_and_counts_as_shares(blobs):
+    X, _ = blobs
+    model = LocalAggregation(5, **{**SMALL, "epochs": 4, "ir_epochs": 0}, kmeans_every=3,
+                             n_background=40, n_centroids=0.02).fit(X)
+    assert [h["clustered"] for h in model.history_] == [True, False, False, True]
+    assert (model.n_background_, model.n_centroids_) == (40, 12)
+
+
+def test_dropout_view_recovers_planted_clusters(blobs):
+    X, y = blobs
+    model = LocalAggregation(5, **SMALL, perturb="dropout", noise_scale=0.2).fit(X)
+    assert normalized_mutual_info_score(y, model.labels_) > 0.9
+
+
+def test_same_seed_same_labels_and_another_seed_differs(blobs):
+    X, _ = blobs
+    params = {**SMALL, "epochs": 2, "ir_epochs": 1}
+    a = LocalAggregation(5, **params).fit(X)
+    b = LocalAggregation(5, **params).fit(X)
+    c = LocalAggregation(5, **{**params, "random_state": 1}).fit(X)
+    np.testing.assert_array_equal(a.labels_, b.labels_)
+    np.testing.assert_array_equal(a.transform(X), b.transform(X))
+    assert not np.array_equal(a.transform(X), c.transform(X))
+
+
+def test_save_load_round_trip_predicts_identically(blobs, fitted, tmp_path):
+    X, _ = blobs
+    path = fitted.save(tmp_path / "la.safetensors")
+    loaded = load_reporter(path)
+    assert type(loaded) is LocalAggregation
+    assert loaded.get_params() == fitted.get_params()
+    np.testing.assert_array_equal(loaded.predict(X), fitted.predict(X))
+    np.testing.assert_array_equal(loaded.transform(X), fitted.transform(X))
+    np.testing.assert_array_equal(loaded.labels_, fitted.labels_)
+    assert type(LocalAggregation.load(path)) is LocalAggregation
+
+
+def refuse(*args, **kwargs):
+    raise AssertionError("the whole layer was loaded")
+
+
+def test_store_layer_streamed_or_loaded_gives_the_array_labels(tmp_path, monkeypatch):
+    store, data = make_store(tmp_path / "s", n_docs=60, rows_per_doc=5, shard_docs=25, dim=6)
+    X, view = data["blocks.0.hook_out"], store.layer("blocks.0.hook_out")
+
+    def make(budget):
+        return LocalAggregation(3, **{**SMALL, "epochs": 3}, memory_budget_gb=budget)
+
+    in_memory = make(2.0).fit(X)
+    np.testing.assert_array_equal(make(2.0).fit(view).labels_, in_memory.labels_)
+    monkeypatch.setattr(LayerView, "to_numpy", refuse)
+    monkeypatch.setattr(LayerView, "__array__", refuse)
+    streamed = make(1e-9).fit(view)
+    np.testing.assert_array_equal(streamed.labels_, in_memory.labels_)
+    np.testing.assert_array_equal(streamed.predict(view), in_memory.predict(X))
+    np.testing.assert_array_equal(streamed.transform(view), in_memory.transform(X))
+
+
+@pytest.mark.parametrize("params", [dict(n_clusters=1), dict(embed_dim=0), dict(epochs=0),
+                                    dict(ir_epochs=-1), dict(n_background=0),
+                                    dict(n_background=1.5), dict(n_centroids=0),
+                                    dict(n_kmeans=0), dict(kmeans_every=0),
+                                    dict(temperature=0), dict(bank_momentum=1.0),
+                                    dict(batch_size=1), dict(optimizer="lbfgs"),
+                                    dict(lr=0), dict(perturb="flip"), dict(noise_scale=-0.1),
+                                    dict(n_init=0), dict(standardize="yes")])
+def test_bad_parameters_are_refused(blobs, params):
+    with pytest.raises(ValueError):
+        LocalAggregation(**{"n_clusters": 3, "device": "cpu", **params}).fit(blobs[0][:50])
+
+
+def test_predict_and_transform_before_fit_say_not_fitted(blobs):
+    from sklearn.exceptions import NotFittedError
+
+    for method in ("predict", "transform"):
+        with pytest.raises(NotFittedError):
+            getattr(LocalAggregation(3), method)(blobs[0][:5])
+
+
+def test_dropout_of_one_and_too_few_rows_are_refused(blobs):
+    with pytest.raises(ActclustError, match="below 1"):
+        LocalAggregation(3, perturb="dropout", noise_scale=1.0, device="cpu").fit(blobs[0])
+    with pytest.raises(ActclustError, match="at least 5 rows"):
+        LocalAggregation(5, device="cpu").fit(blobs[0][:4])
