@@ -7,10 +7,12 @@ what it is (:func:`capabilities`); trained reporters save and load without pickl
 (``save(path)``, ``load(path)``, :func:`load_reporter`).
 
 Example:
-    >>> sorted(registry())
-    ['aekmeans', 'agglomerative', 'ccs', 'dec', 'deepcluster', 'gmm', 'idec', 'iic', 'kmeans', 'pca', 'scan', 'temi', 'turtle']
-    >>> [name for name in sorted(registry()) if is_clusterer(name)]
-    ['aekmeans', 'agglomerative', 'dec', 'deepcluster', 'gmm', 'idec', 'iic', 'kmeans', 'scan', 'temi', 'turtle']
+    >>> sorted(registry())  # doctest: +NORMALIZE_WHITESPACE
+    ['aekmeans', 'agglomerative', 'ccs', 'dec', 'deepcluster', 'gmm', 'idec', 'iic', 'kmeans',
+     'local_aggregation', 'pca', 'scan', 'temi', 'turtle']
+    >>> [name for name in sorted(registry()) if is_clusterer(name)]  # doctest: +NORMALIZE_WHITESPACE
+    ['aekmeans', 'agglomerative', 'dec', 'deepcluster', 'gmm', 'idec', 'iic', 'kmeans',
+     'local_aggregation', 'scan', 'temi', 'turtle']
 """
 
 from ._base import (Capabilities, capabilities, configure, get_reporter, is_clusterer,
@@ -24,13 +26,14 @@ from .iic import IIC
 from .agglomerative import Agglomerative
 from .gmm import GMM, select_k
 from .kmeans import KMeans
+from .local_aggregation import LocalAggregation
 from .pca import PCA
 from .scan import SCAN
 from .temi import TEMI
 from .turtle import TURTLE
 
 __all__ = ["PCA", "KMeans", "GMM", "Agglomerative", "AEKMeans", "DEC", "IDEC", "IIC",
-           "DeepCluster", "CCS", "SCAN", "TEMI", "TURTLE",
+           "DeepCluster", "CCS", "SCAN", "TEMI", "TURTLE", "LocalAggregation",
            "contrast_pairs", "select_k",
            "Capabilities", "capabilities", "configure", "is_clusterer", "is_transformer",
            "make_reporter", "load_reporter",

@@ -252,7 +252,7 @@ class TEMI(TrainedReporterMixin, ClusterMixin, BaseEstimator):
     collapse_hint = ("TEMI left some clusters empty; use more n_heads, another "
                      "random_state, or ask for fewer clusters")
 
-    def __init__(self, n_clusters=10, *, n_heads=4, hidden=256, bottleneck=128,
+    def __init__(self, n_clusters=10, *, n_heads=8, hidden=128, bottleneck=128,
                  n_neighbors=20, beta=0.6, temperature=0.1, teacher_temperature=0.1,
                  teacher_momentum=0.9, prior_momentum=0.9, weighted=True, pair_filter=None,
                  filter_runs=5, filter_agreement=1.0,

@@ -14,8 +14,6 @@ from actclust.reporters._local_aggregation import (BankStep, bank_clusters, bank
                                                    close_in_background, init_bank,
                                                    instance_loss, la_loss, resolve_count)
 from actclust.reporters.local_aggregation import LocalAggregation
-from actclust.store.reader import LayerView
-from tests.unit.test_store import make_store
 
 SMALL = dict(hidden=(32,), embed_dim=16, ir_epochs=2, epochs=8, n_init=3, random_state=0,
              device="cpu")
@@ -158,27 +156,6 @@ def test_save_load_round_trip_predicts_identically(blobs, fitted, tmp_path):
     np.testing.assert_array_equal(loaded.transform(X), fitted.transform(X))
     np.testing.assert_array_equal(loaded.labels_, fitted.labels_)
     assert type(LocalAggregation.load(path)) is LocalAggregation
-
-
-def refuse(*args, **kwargs):
-    raise AssertionError("the whole layer was loaded")
-
-
-def test_store_layer_streamed_or_loaded_gives_the_array_labels(tmp_path, monkeypatch):
-    store, data = make_store(tmp_path / "s", n_docs=60, rows_per_doc=5, shard_docs=25, dim=6)
-    X, view = data["blocks.0.hook_out"], store.layer("blocks.0.hook_out")
-
-    def make(budget):
-        return LocalAggregation(3, **{**SMALL, "epochs": 3}, memory_budget_gb=budget)
-
-    in_memory = make(2.0).fit(X)
-    np.testing.assert_array_equal(make(2.0).fit(view).labels_, in_memory.labels_)
-    monkeypatch.setattr(LayerView, "to_numpy", refuse)
-    monkeypatch.setattr(LayerView, "__array__", refuse)
-    streamed = make(1e-9).fit(view)
-    np.testing.assert_array_equal(streamed.labels_, in_memory.labels_)
-    np.testing.assert_array_equal(streamed.predict(view), in_memory.predict(X))
-    np.testing.assert_array_equal(streamed.transform(view), in_memory.transform(X))
 
 
 @pytest.mark.parametrize("params", [dict(n_clusters=1), dict(embed_dim=0), dict(epochs=0),

@@ -15,7 +15,8 @@ from sklearn.datasets import make_blobs
 
 from actclust.errors import ActclustError
 from actclust.reporters import (CCS, DEC, IDEC, IIC, SCAN, TEMI, TURTLE, AEKMeans,
-                                DeepCluster, KMeans, capabilities, load_reporter, registry)
+                                DeepCluster, KMeans, LocalAggregation, capabilities, load_reporter,
+                                registry)
 from actclust.reporters._io import FORMAT_VERSION
 
 FITS = {
@@ -36,6 +37,9 @@ FITS = {
     "temi": lambda: TEMI(3, hidden=8, bottleneck=4, n_heads=2, epochs=3, random_state=0,
                          device="cpu"),
     "turtle": lambda: TURTLE(3, steps=20, random_state=0, device="cpu"),
+    "local_aggregation": lambda: LocalAggregation(3, hidden=(8,), embed_dim=4, ir_epochs=1,
+                                                  epochs=2, n_init=2, random_state=0,
+                                                  device="cpu"),
 }
 OUTPUTS = ("predict", "transform", "predict_proba")
 
@@ -64,7 +68,7 @@ def assert_same(a, b, X):
 def test_every_savable_reporter_is_covered():
     savable = {name for name in registry() if capabilities(name).savable}
     assert savable == {"dec", "idec", "iic", "deepcluster", "aekmeans", "ccs", "scan", "temi",
-                       "turtle"}
+                       "turtle", "local_aggregation"}
     assert savable <= {name.split("-")[0] for name in FITS}
 
 

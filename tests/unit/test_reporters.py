@@ -54,6 +54,8 @@ QUICK = {
     "scan": dict(hidden=(16,), n_heads=2, epochs=5, device="cpu"),
     "temi": dict(hidden=16, bottleneck=8, n_heads=2, epochs=3, device="cpu"),
     "turtle": dict(steps=20, device="cpu"),
+    "local_aggregation": dict(hidden=(16,), embed_dim=8, ir_epochs=1, epochs=3, n_init=2,
+                              device="cpu"),
 }
 SEEDED_CLUSTERERS = sorted(n for n, cls in registry().items()
                            if capabilities(cls).kind == "clusterer" and capabilities(cls).seeded)
@@ -212,11 +214,12 @@ def test_every_registered_reporter_declares_what_it_is():
     table = {name: capabilities(name) for name in registry()}
     assert {n for n, c in table.items() if c.kind == "clusterer"} == {
         "kmeans", "gmm", "agglomerative", "aekmeans", "dec", "idec", "iic", "deepcluster",
-        "scan", "temi", "turtle"}
+        "scan", "temi", "turtle", "local_aggregation"}
     assert {n for n, c in table.items() if c.kind == "transformer"} == {"pca"}
     assert {n for n, c in table.items() if c.kind == "contrast"} == {"ccs"}
     assert {n for n, c in table.items() if c.cost == "trained"} == {
-        "aekmeans", "dec", "idec", "iic", "deepcluster", "ccs", "scan", "temi", "turtle"}
+        "aekmeans", "dec", "idec", "iic", "deepcluster", "ccs", "scan", "temi", "turtle",
+        "local_aggregation"}
     assert {n for n, c in table.items() if c.cost == "quadratic"} == {"agglomerative"}
     assert {n for n, c in table.items() if not c.streams} == {"gmm", "agglomerative", "ccs"}
     assert table["pca"].k_param == "n_components" and table["ccs"].k_param is None

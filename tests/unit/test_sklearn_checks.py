@@ -6,7 +6,8 @@ Checks that cannot apply are listed with the reason; nothing is silently skipped
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from actclust.reporters import (CCS, DEC, GMM, IDEC, IIC, PCA, AEKMeans, Agglomerative,
-                                SCAN, TEMI, TURTLE, DeepCluster, KMeans, registry)
+                                SCAN, TEMI, TURTLE, DeepCluster, KMeans, LocalAggregation,
+                                registry)
 
 # scikit-learn sets n_clusters=1 in these checks; actclust refuses k=1 on purpose (one
 # cluster finds no structure, and a silent k=1 in a sweep file is a bug worth catching).
@@ -41,6 +42,7 @@ EXPECTED_FAILURES = {
     "SCAN": K1_CHECKS,
     "TEMI": K1_CHECKS,
     "TURTLE": K1_CHECKS,
+    "LocalAggregation": K1_CHECKS,
     "PCA": {},
     "CCS": CCS_CHECKS,
 }
@@ -57,6 +59,8 @@ ESTIMATORS = [
     SCAN(3, hidden=(16,), n_heads=2, epochs=30, random_state=0, device="cpu"),
     TEMI(3, hidden=16, bottleneck=8, n_heads=2, epochs=30, random_state=0, device="cpu"),
     TURTLE(3, steps=200, lr=1e-2, inner_lr=1e-2, random_state=0, device="cpu"),
+    LocalAggregation(3, hidden=(8,), embed_dim=4, ir_epochs=1, epochs=2, n_init=2,
+                     random_state=0, device="cpu"),
 ]
 
 

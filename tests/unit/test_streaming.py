@@ -4,7 +4,8 @@ array, and the layer is never loaded whole."""
 import numpy as np
 import pytest
 
-from actclust.reporters import DEC, IDEC, IIC, SCAN, TEMI, AEKMeans, DeepCluster
+from actclust.reporters import (DEC, IDEC, IIC, SCAN, TEMI, AEKMeans, DeepCluster,
+                                LocalAggregation)
 from actclust.store.reader import LayerView
 from tests.unit.test_store import make_store
 
@@ -25,9 +26,12 @@ REPORTERS = {
                                 **SMALL),
     "temi": lambda budget: TEMI(3, n_heads=2, hidden=32, bottleneck=16, epochs=3,
                                 memory_budget_gb=budget, **SMALL),
+    "local_aggregation": lambda budget: LocalAggregation(
+        3, hidden=(32,), embed_dim=16, ir_epochs=2, epochs=3, n_init=3,
+        memory_budget_gb=budget, **SMALL),
 }
 # loaded from the store (under the budget), the layer gives the array's clusters too
-LOADED_TOO = {"scan", "temi"}
+LOADED_TOO = {"scan", "temi", "local_aggregation"}
 
 
 @pytest.fixture(scope="module")
@@ -54,6 +58,8 @@ def test_streamed_layer_gives_the_array_result(name, store, monkeypatch):
     streamed = REPORTERS[name](1e-9).fit(view)
     np.testing.assert_array_equal(streamed.labels_, in_memory.labels_)
     np.testing.assert_array_equal(streamed.predict(view), in_memory.predict(X))
+    if hasattr(in_memory, "transform"):
+        np.testing.assert_array_equal(streamed.transform(view), in_memory.transform(X))
 
 
 def test_a_small_layer_is_loaded_and_gives_the_same_result(store):
