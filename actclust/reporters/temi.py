@@ -162,21 +162,24 @@ class TEMI(TrainedReporterMixin, ClusterMixin, BaseEstimator):
     **Defaults, measured** (details in docs/reporters/temi.md; NMI / label-free
     ``self_probe_accuracy``, 2 seeds unless said; settings compared by the label-free
     score first). The authors' 16 heads of 512/256 take 1.9 s an epoch on 3,200 x 384 on
-    two cores, so 4 heads of 256/128 (0.18 s). Their teacher momentum 0.996 and lr 1e-4
+    two cores; 8 heads of 128/128 take what 4 of 256/128 do (0.18 s) and, choosing among
+    twice the heads, raise digits pixels from 0.863 ± 0.028 to 0.877 ± 0.023 (5 seeds;
+    16 heads of 128: 0.889 ± 0.011 in 31 s; 8 of 256: 0.883 ± 0.022 but 41 s a fit on
+    3,200 x 384). Their teacher momentum 0.996 and lr 1e-4
     assume thousands of steps: on digits pixels (700 steps) they give 0.642 / 0.920, the
     teacher hardly moving (mean pair weight 0.31); 0.99 0.766 / 0.948; lr 1e-3 with 0.95
     0.836 / 0.976; k = 20 0.850 / 0.974 (k = 50 0.836, k = 10 0.804); momentum 0.9 with
     k = 20 0.885 / 0.972. Standardised input beats one global scale (0.838 against
     0.776); dropping the pair weight lowers digits (0.829 against 0.836). Defaults, 5
     seeds, NMI / self-probe / seconds a fit on two cores, against k-means
-    (``n_init=10``): digits pixels 0.863 ± 0.028 /
-    0.972 / 9.3 s (k-means 0.743 ± 0.002 / 0.962); digits-mlp 0.967 ± 0.013 / 0.992 /
-    7.6 s (0.938 ± 0.001 / 0.985). TEMI loses where the neighbours are impure or the
-    labels unbalanced: MiniLM block 5 topics (3,200 x 384, kNN purity 0.62) 0.324 ± 0.022
-    / 0.964 / 25.2 s (0.725 ± 0.046 / 0.970; the self-probe score prefers k-means there
-    too); block 3 (topic purity 0.31) 0.001 ± 0.001 / 0.989 / 23.1 s (0.024 ± 0.013);
-    token-level block 3 by part of speech (5,475 rows, purity 0.97, 12 unequal classes)
-    0.508 ± 0.037 / 0.998 / 40.4 s (0.662 ± 0.029 / 0.994): the prior ``pi`` forces equal
+    (``n_init=10``): digits pixels 0.877 ± 0.023 / 0.972 / 11.3 s (k-means 0.743 ± 0.002
+    / 0.965); digits-mlp 0.968 ± 0.013 / 0.991 / 10.0 s (0.938 ± 0.001 / 0.984). TEMI
+    loses where the neighbours are impure or the labels unbalanced: MiniLM block 5
+    topics (3,200 x 384, kNN purity 0.62) 0.341 ± 0.020 / 0.969 / 25.5 s (0.725 ± 0.046
+    / 0.970; the self-probe score prefers k-means there too); block 3 (topic purity
+    0.31) 0.002 ± 0.001 / 0.988 / 25.5 s (0.024 ± 0.013); token-level block 3 by part
+    of speech (5,475 rows, purity 0.97, 12 unequal classes) 0.522 ± 0.040 / 0.999 / 43.9 s
+    (0.662 ± 0.029 / 0.994): the prior ``pi`` forces equal
     clusters (balance 0.998 against k-means' 0.89). ``pair_filter="kmeans"`` lifts MiniLM
     block 5 to 0.553 (2 seeds) but lowers its self-probe score (0.919) and digits (0.760).
 
