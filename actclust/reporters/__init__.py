@@ -8,11 +8,11 @@ what it is (:func:`capabilities`); trained reporters save and load without pickl
 
 Example:
     >>> sorted(registry())  # doctest: +NORMALIZE_WHITESPACE
-    ['aekmeans', 'agglomerative', 'ccs', 'dec', 'deepcluster', 'gmm', 'idec', 'iic', 'kmeans',
-     'local_aggregation', 'pca', 'scan', 'temi', 'turtle']
+    ['aekmeans', 'agglomerative', 'ccs', 'dec', 'deepcluster', 'gmm', 'idec', 'iic', 'imsat',
+     'kmeans', 'local_aggregation', 'pca', 'scan', 'temi', 'turtle']
     >>> [name for name in sorted(registry()) if is_clusterer(name)]  # doctest: +NORMALIZE_WHITESPACE
-    ['aekmeans', 'agglomerative', 'dec', 'deepcluster', 'gmm', 'idec', 'iic', 'kmeans',
-     'local_aggregation', 'scan', 'temi', 'turtle']
+    ['aekmeans', 'agglomerative', 'dec', 'deepcluster', 'gmm', 'idec', 'iic', 'imsat',
+     'kmeans', 'local_aggregation', 'scan', 'temi', 'turtle']
 """
 
 from ._base import (Capabilities, capabilities, configure, get_reporter, is_clusterer,
@@ -23,6 +23,7 @@ from .ccs import CCS, contrast_pairs
 from .dec import DEC, IDEC
 from .deepcluster import DeepCluster
 from .iic import IIC
+from .imsat import IMSAT
 from .agglomerative import Agglomerative
 from .gmm import GMM, select_k
 from .kmeans import KMeans
@@ -33,7 +34,7 @@ from .temi import TEMI
 from .turtle import TURTLE
 
 __all__ = ["PCA", "KMeans", "GMM", "Agglomerative", "AEKMeans", "DEC", "IDEC", "IIC",
-           "DeepCluster", "CCS", "SCAN", "TEMI", "TURTLE", "LocalAggregation",
+           "DeepCluster", "CCS", "SCAN", "TEMI", "TURTLE", "LocalAggregation", "IMSAT",
            "contrast_pairs", "select_k",
            "Capabilities", "capabilities", "configure", "is_clusterer", "is_transformer",
            "make_reporter", "load_reporter",

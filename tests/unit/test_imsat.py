@@ -13,8 +13,6 @@ from actclust.label_free import nearest_neighbors
 from actclust.reporters import capabilities, load_reporter
 from actclust.reporters.imsat import (IMSAT, _network_classes, entropies, kl_rows,
                                       smoothness_loss)
-from actclust.store.reader import LayerView
-from tests.unit.test_store import make_store
 
 SMALL = dict(hidden=(64,), batch_size=100, random_state=0, device="cpu")
 
@@ -150,30 +148,6 @@ def test_save_load_round_trip_predicts_identically(blobs, fitted, tmp_path):
     np.testing.assert_array_equal(loaded.radius_, fitted.radius_)
     np.testing.assert_array_equal(loaded.module_.norms[0].running_var.numpy(),
                                   fitted.module_.norms[0].running_var.numpy())
-
-
-def refuse(*args, **kwargs):
-    raise AssertionError("the whole layer was loaded")
-
-
-@pytest.mark.parametrize("standardize", [False, True])
-def test_streamed_layer_gives_the_array_result(tmp_path, monkeypatch, standardize):
-    store, data = make_store(tmp_path / "s", n_docs=60, rows_per_doc=5, shard_docs=25, dim=6)
-    X = data["blocks.0.hook_out"]
-    view = store.layer("blocks.0.hook_out")
-
-    def make(budget):
-        return IMSAT(3, hidden=(16,), epochs=3, batch_size=64, standardize=standardize,
-                     memory_budget_gb=budget, random_state=0, device="cpu")
-
-    in_memory = make(2.0).fit(X)
-    np.testing.assert_array_equal(make(2.0).fit(view).labels_, in_memory.labels_)
-    monkeypatch.setattr(LayerView, "to_numpy", refuse)
-    monkeypatch.setattr(LayerView, "__array__", refuse)
-    streamed = make(1e-9).fit(view)
-    np.testing.assert_array_equal(streamed.radius_, in_memory.radius_)
-    np.testing.assert_array_equal(streamed.labels_, in_memory.labels_)
-    np.testing.assert_array_equal(streamed.predict(view), in_memory.predict(X))
 
 
 @pytest.mark.parametrize("params", [dict(n_clusters=1), dict(perturbation="adversarial"),

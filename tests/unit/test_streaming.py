@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from actclust.reporters import (DEC, IDEC, IIC, SCAN, TEMI, AEKMeans, DeepCluster,
-                                LocalAggregation)
+                                IMSAT, LocalAggregation)
 from actclust.store.reader import LayerView
 from tests.unit.test_store import make_store
 
@@ -26,12 +26,17 @@ REPORTERS = {
                                 **SMALL),
     "temi": lambda budget: TEMI(3, n_heads=2, hidden=32, bottleneck=16, epochs=3,
                                 memory_budget_gb=budget, **SMALL),
+    # the perturbation radii come from neighbours searched in the scaled space, streamed too
+    **{name: (lambda budget, standardize=standardize: IMSAT(
+        3, hidden=(16,), epochs=3, batch_size=64, standardize=standardize,
+        memory_budget_gb=budget, **SMALL))
+       for name, standardize in (("imsat", False), ("imsat-standardized", True))},
     "local_aggregation": lambda budget: LocalAggregation(
         3, hidden=(32,), embed_dim=16, ir_epochs=2, epochs=3, n_init=3,
         memory_budget_gb=budget, **SMALL),
 }
 # loaded from the store (under the budget), the layer gives the array's clusters too
-LOADED_TOO = {"scan", "temi", "local_aggregation"}
+LOADED_TOO = {"scan", "temi", "local_aggregation", "imsat", "imsat-standardized"}
 
 
 @pytest.fixture(scope="module")
