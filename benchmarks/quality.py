@@ -73,6 +73,7 @@ METHODS = {
     # eight restarts in one batched fit on batches of 512 rows, the lowest-loss one kept
     "TURTLE-8h": lambda k, seed, layer: R.TURTLE(k, n_heads=8, batch_size=512,
                                                  random_state=seed),
+    "DAC": lambda k, seed, layer: R.DAC(k, random_state=seed),
     "IMSAT": lambda k, seed, layer: R.IMSAT(k, random_state=seed),
     "LocalAggregation": lambda k, seed, layer: R.LocalAggregation(k, random_state=seed),
     # the layers of one model as TURTLE's representation spaces: blocks 3 and 5 together

@@ -8,10 +8,10 @@ what it is (:func:`capabilities`); trained reporters save and load without pickl
 
 Example:
     >>> sorted(registry())  # doctest: +NORMALIZE_WHITESPACE
-    ['aekmeans', 'agglomerative', 'ccs', 'dec', 'deepcluster', 'gmm', 'idec', 'iic', 'imsat',
-     'kmeans', 'local_aggregation', 'pca', 'scan', 'temi', 'turtle']
+    ['aekmeans', 'agglomerative', 'ccs', 'dac', 'dec', 'deepcluster', 'gmm', 'idec', 'iic',
+     'imsat', 'kmeans', 'local_aggregation', 'pca', 'scan', 'temi', 'turtle']
     >>> [name for name in sorted(registry()) if is_clusterer(name)]  # doctest: +NORMALIZE_WHITESPACE
-    ['aekmeans', 'agglomerative', 'dec', 'deepcluster', 'gmm', 'idec', 'iic', 'imsat',
+    ['aekmeans', 'agglomerative', 'dac', 'dec', 'deepcluster', 'gmm', 'idec', 'iic', 'imsat',
      'kmeans', 'local_aggregation', 'scan', 'temi', 'turtle']
 """
 
@@ -20,6 +20,7 @@ from ._base import (Capabilities, capabilities, configure, get_reporter, is_clus
 from ._io import load_reporter
 from .aekmeans import AEKMeans
 from .ccs import CCS, contrast_pairs
+from .dac import DAC
 from .dec import DEC, IDEC
 from .deepcluster import DeepCluster
 from .iic import IIC
@@ -34,7 +35,7 @@ from .temi import TEMI
 from .turtle import TURTLE
 
 __all__ = ["PCA", "KMeans", "GMM", "Agglomerative", "AEKMeans", "DEC", "IDEC", "IIC",
-           "DeepCluster", "CCS", "SCAN", "TEMI", "TURTLE", "LocalAggregation", "IMSAT",
+           "DeepCluster", "CCS", "SCAN", "TEMI", "TURTLE", "LocalAggregation", "IMSAT", "DAC",
            "contrast_pairs", "select_k",
            "Capabilities", "capabilities", "configure", "is_clusterer", "is_transformer",
            "make_reporter", "load_reporter",

@@ -11,8 +11,6 @@ from sklearn.metrics import normalized_mutual_info_score
 from actclust.errors import ActclustError
 from actclust.reporters import capabilities, load_reporter
 from actclust.reporters.dac import DAC, dac_loss, label_features, pair_targets, thresholds
-from actclust.store.reader import LayerView
-from tests.unit.test_store import make_store
 
 SMALL = dict(hidden=(32,), epochs=15, random_state=0, device="cpu")
 
@@ -139,29 +137,6 @@ def test_save_load_round_trip_predicts_identically(blobs, fitted, tmp_path):
     assert loaded.get_params() == fitted.get_params()
     np.testing.assert_array_equal(loaded.predict_proba(X), fitted.predict_proba(X))
     np.testing.assert_array_equal(DAC.load(path).predict(X), fitted.predict(X))
-
-
-@pytest.mark.parametrize("streamed_budget", [1e-9, 2.0])
-def test_a_store_layer_gives_the_array_result(tmp_path, monkeypatch, streamed_budget):
-    store, data = make_store(tmp_path / "s", n_docs=60, rows_per_doc=5, shard_docs=25, dim=6)
-    X = data["blocks.0.hook_out"]
-    view = store.layer("blocks.0.hook_out")
-
-    def make():
-        return DAC(3, hidden=(16,), epochs=3, n_neighbors=5, memory_budget_gb=streamed_budget,
-                   random_state=0, device="cpu")
-
-    in_memory = make().fit(X)
-    if streamed_budget < 1:  # streamed: the layer must never be loaded whole
-
-        def refuse(*args, **kwargs):
-            raise AssertionError("the whole layer was loaded")
-
-        monkeypatch.setattr(LayerView, "to_numpy", refuse)
-        monkeypatch.setattr(LayerView, "__array__", refuse)
-    from_store = make().fit(view)
-    np.testing.assert_array_equal(from_store.labels_, in_memory.labels_)
-    np.testing.assert_array_equal(from_store.predict(view), in_memory.predict(X))
 
 
 @pytest.mark.parametrize("params", [dict(n_clusters=1), dict(epochs=0), dict(inner_epochs=0),

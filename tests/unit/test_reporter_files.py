@@ -15,7 +15,7 @@ from sklearn.datasets import make_blobs
 
 from actclust.errors import ActclustError
 from actclust.reporters import (CCS, DEC, IDEC, IIC, SCAN, TEMI, TURTLE, AEKMeans,
-                                DeepCluster, KMeans, LocalAggregation, IMSAT, capabilities, load_reporter,
+                                DeepCluster, KMeans, LocalAggregation, IMSAT, DAC, capabilities, load_reporter,
                                 registry)
 from actclust.reporters._io import FORMAT_VERSION
 
@@ -42,6 +42,7 @@ FITS = {
                                                   device="cpu"),
     "imsat": lambda: IMSAT(3, hidden=(8,), epochs=3, batch_size=32, random_state=0,
                            device="cpu"),
+    "dac": lambda: DAC(3, hidden=(8,), epochs=3, n_neighbors=5, random_state=0, device="cpu"),
 }
 OUTPUTS = ("predict", "transform", "predict_proba")
 
@@ -70,7 +71,7 @@ def assert_same(a, b, X):
 def test_every_savable_reporter_is_covered():
     savable = {name for name in registry() if capabilities(name).savable}
     assert savable == {"dec", "idec", "iic", "deepcluster", "aekmeans", "ccs", "scan", "temi",
-                       "turtle", "local_aggregation", "imsat"}
+                       "turtle", "local_aggregation", "imsat", "dac"}
     assert savable <= {name.split("-")[0] for name in FITS}
 
 

@@ -57,6 +57,7 @@ QUICK = {
     "local_aggregation": dict(hidden=(16,), embed_dim=8, ir_epochs=1, epochs=3, n_init=2,
                               device="cpu"),
     "imsat": dict(hidden=(16,), epochs=3, batch_size=64, device="cpu"),
+    "dac": dict(hidden=(16,), epochs=3, n_neighbors=5, device="cpu"),
 }
 SEEDED_CLUSTERERS = sorted(n for n, cls in registry().items()
                            if capabilities(cls).kind == "clusterer" and capabilities(cls).seeded)
@@ -215,12 +216,12 @@ def test_every_registered_reporter_declares_what_it_is():
     table = {name: capabilities(name) for name in registry()}
     assert {n for n, c in table.items() if c.kind == "clusterer"} == {
         "kmeans", "gmm", "agglomerative", "aekmeans", "dec", "idec", "iic", "deepcluster",
-        "scan", "temi", "turtle", "local_aggregation", "imsat"}
+        "scan", "temi", "turtle", "local_aggregation", "imsat", "dac"}
     assert {n for n, c in table.items() if c.kind == "transformer"} == {"pca"}
     assert {n for n, c in table.items() if c.kind == "contrast"} == {"ccs"}
     assert {n for n, c in table.items() if c.cost == "trained"} == {
         "aekmeans", "dec", "idec", "iic", "deepcluster", "ccs", "scan", "temi", "turtle",
-        "local_aggregation", "imsat"}
+        "local_aggregation", "imsat", "dac"}
     assert {n for n, c in table.items() if c.cost == "quadratic"} == {"agglomerative"}
     assert {n for n, c in table.items() if not c.streams} == {"gmm", "agglomerative", "ccs"}
     assert table["pca"].k_param == "n_components" and table["ccs"].k_param is None

@@ -7,7 +7,7 @@ from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from actclust.reporters import (CCS, DEC, GMM, IDEC, IIC, PCA, AEKMeans, Agglomerative,
                                 SCAN, TEMI, TURTLE, DeepCluster, KMeans, LocalAggregation,
-                                IMSAT, registry)
+                                IMSAT, DAC, registry)
 
 # scikit-learn sets n_clusters=1 in these checks; actclust refuses k=1 on purpose (one
 # cluster finds no structure, and a silent k=1 in a sweep file is a bug worth catching).
@@ -44,6 +44,7 @@ EXPECTED_FAILURES = {
     "TURTLE": K1_CHECKS,
     "LocalAggregation": K1_CHECKS,
     "IMSAT": K1_CHECKS,
+    "DAC": K1_CHECKS,
     "PCA": {},
     "CCS": CCS_CHECKS,
 }
@@ -63,6 +64,7 @@ ESTIMATORS = [
     LocalAggregation(3, hidden=(8,), embed_dim=4, ir_epochs=1, epochs=2, n_init=2,
                      random_state=0, device="cpu"),
     IMSAT(3, hidden=(8,), epochs=2, batch_size=16, random_state=0, device="cpu"),
+    DAC(3, hidden=(16,), epochs=20, random_state=0, device="cpu"),
 ]
 
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from actclust.reporters import (DEC, IDEC, IIC, SCAN, TEMI, AEKMeans, DeepCluster,
-                                IMSAT, LocalAggregation)
+                                DAC, IMSAT, LocalAggregation)
 from actclust.store.reader import LayerView
 from tests.unit.test_store import make_store
 
@@ -31,12 +31,14 @@ REPORTERS = {
         3, hidden=(16,), epochs=3, batch_size=64, standardize=standardize,
         memory_budget_gb=budget, **SMALL))
        for name, standardize in (("imsat", False), ("imsat-standardized", True))},
+    "dac": lambda budget: DAC(3, hidden=(16,), epochs=3, n_neighbors=5,
+                              memory_budget_gb=budget, **SMALL),
     "local_aggregation": lambda budget: LocalAggregation(
         3, hidden=(32,), embed_dim=16, ir_epochs=2, epochs=3, n_init=3,
         memory_budget_gb=budget, **SMALL),
 }
 # loaded from the store (under the budget), the layer gives the array's clusters too
-LOADED_TOO = {"scan", "temi", "local_aggregation", "imsat", "imsat-standardized"}
+LOADED_TOO = {"scan", "temi", "local_aggregation", "imsat", "imsat-standardized", "dac"}
 
 
 @pytest.fixture(scope="module")
