@@ -140,7 +140,7 @@ class IIC(TrainedReporterMixin, ClusterMixin, BaseEstimator):
 
     _parameter_constraints = {
         **TrainedReporterMixin._parameter_constraints,
-        "overcluster_factor": [Interval(Integral, 1, None, closed="left")],
+        "overcluster_factor": [Interval(Integral, 0, None, closed="left")],
         "n_subheads": [Interval(Integral, 1, None, closed="left")],
         "hidden": ["array-like"],
         "pairing": [StrOptions({"neighbours", "noise", "both"})],
@@ -151,12 +151,13 @@ class IIC(TrainedReporterMixin, ClusterMixin, BaseEstimator):
         "epochs": [Interval(Integral, 1, None, closed="left")],
         "batch_size": [Interval(Integral, 2, None, closed="left")],
         "lr": [Interval(Real, 0, None, closed="neither")],
+        "subhead_selection": [StrOptions({"loss", "self_probe"})],
     }
 
     def __init__(self, n_clusters=10, *, overcluster_factor=5, n_subheads=5, hidden=(256, 128),
                  pairing="neighbours", n_neighbors=5, noise_scale=0.1, dropout=0.1,
-                 entropy_weight=2.0, epochs=50, batch_size=512, lr=1e-3, memory_budget_gb=2.0,
-                 device="auto", random_state=None, progress=False):
+                 entropy_weight=2.0, epochs=100, batch_size=512, lr=3e-3, subhead_selection="loss",
+                 memory_budget_gb=2.0, device="auto", random_state=None, progress=False):
         self.n_clusters = n_clusters
         self.overcluster_factor = overcluster_factor
         self.n_subheads = n_subheads
@@ -169,6 +170,7 @@ class IIC(TrainedReporterMixin, ClusterMixin, BaseEstimator):
         self.epochs = epochs
         self.batch_size = batch_size
         self.lr = lr
+        self.subhead_selection = subhead_selection
         self.memory_budget_gb = memory_budget_gb
         self.device = device
         self.random_state = random_state
@@ -209,7 +211,7 @@ class IIC(TrainedReporterMixin, ClusterMixin, BaseEstimator):
                                 for sub in module[head]])
 
         def epoch(number):
-            head = "main" if number % 2 == 0 else "over"
+            head = "main" if number % 2 == 0 or not self.overcluster_factor else "over"
             module.train()
             losses = trainer.run_batches(batches(len(data), self.batch_size, generator),
                                          lambda idx: head_losses(idx, head), opt, min_rows=2)
@@ -222,7 +224,7 @@ class IIC(TrainedReporterMixin, ClusterMixin, BaseEstimator):
                 # cluster ids mean nothing across sub-heads.
                 stability = float("nan") if state["labels"] is None else \
                     normalized_mutual_info_score(state["labels"], labels)
-                state["labels"], state["best"] = labels, int(per_head.argmin())
+                state["labels"] = labels
                 record.update(nmi_previous=stability,
                               largest_cluster=float(np.bincount(labels, minlength=self.n_clusters)
                                                     .max() / len(labels)),
@@ -230,16 +232,61 @@ class IIC(TrainedReporterMixin, ClusterMixin, BaseEstimator):
             return record
 
         self.history_ = trainer.run(module, self.epochs, epoch, name="IIC", lr=self.lr)
+        self._choose_subhead(module, data, neighbours, col_sd, X, seed)
         self.module_ = module.cpu().eval()
-        self.best_subhead_ = state.get("best", 0)
         self.labels_ = self.predict(X)
         self.n_iter_ = len(self.history_)
         self._check_degenerate()
         return self
 
     def _build_module(self, name):
-        heads = {"main": self.n_clusters, "over": self.n_clusters * self.overcluster_factor}
+        heads = {"main": self.n_clusters}
+        if self.overcluster_factor:
+            heads["over"] = self.n_clusters * self.overcluster_factor
         return _network(self.n_features_in_, tuple(self.hidden), heads, self.n_subheads)
+
+    def _choose_subhead(self, module, data, neighbours, col_sd, X, seed: int) -> None:
+        """Score every main sub-head once training ends and keep the best.
+
+        The loss is the authors' ``get_subhead_using_loss``: all rows, eval mode, no
+        gradient, each row paired with every one of its neighbours in turn (a noise view
+        when there are no neighbours), so the choice does not hang on the last epoch's
+        random batches and pairs. ``subhead_selection="self_probe"`` keeps the sub-head
+        whose clusters a linear probe on ``X`` predicts best instead (no labels either).
+        """
+        import torch
+
+        module.eval()
+        with torch.no_grad():
+            features = torch.from_numpy(map_rows(module["backbone"], data))
+            if neighbours is not None:
+                found = neighbours.cpu()
+                views = [features[found[:, j]] for j in range(found.shape[1])]
+            else:
+                sd = col_sd.cpu()
+                noisy = map_rows(lambda rows: module["backbone"](torch.nn.functional.dropout(
+                    rows + torch.randn_like(rows) * sd.to(rows.device) * self.noise_scale,
+                    self.dropout)), data)
+                views = [torch.from_numpy(noisy)]
+            heads = [sub.cpu() for sub in module["main"]]
+            losses = np.array([np.mean([iic_loss(sub(features), sub(view),
+                                                 entropy_weight=self.entropy_weight).item()
+                                        for view in views]) for sub in heads])
+            device = next(module["backbone"].parameters()).device
+            for sub in heads:
+                sub.to(device)
+        module.train()
+        self.subhead_losses_ = losses
+        self.best_subhead_ = int(losses.argmin())
+        if self.subhead_selection == "self_probe":
+            from ..label_free import self_probe_accuracy
+
+            scores = np.array([self_probe_accuracy(X, self._assign(module, data, i),
+                                                   random_state=seed)
+                               for i in range(self.n_subheads)])
+            self.subhead_scores_ = scores
+            if np.isfinite(scores).any():  # NaN: a sub-head with a single cluster
+                self.best_subhead_ = int(np.nanargmax(scores))
 
     def _assign(self, module, data, subhead: int) -> np.ndarray:
         module.eval()
