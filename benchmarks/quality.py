@@ -13,8 +13,9 @@ Inputs (the number of clusters is the number of classes):
   special tokens) and the token kind.
 
 Each reporter (``--methods``; default all: KMeans with ``n_init=10``, Agglomerative
-(Ward), DEC, IDEC, IIC, DeepCluster, SCAN, TEMI, TURTLE, and TURTLE on MiniLM blocks 3
-and 5 together) is fitted with its defaults and ``random_state`` 0..seeds-1; cluster
+(Ward), DEC, IDEC, IIC, DeepCluster, SCAN, TEMI, TURTLE, TURTLE-8h (eight heads on
+batches of 512), IMSAT, DAC, Local Aggregation, and TURTLE on MiniLM blocks 3 and 5
+together) is fitted with its defaults and ``random_state`` 0..seeds-1; cluster
 accuracy (Hungarian), NMI and ARI are reported as mean ± sd over seeds with the wall time
 of each fit, the mean share of the largest cluster, and the label-free
 ``self_probe_accuracy`` of the clusters (no labels: the score settings are chosen by).
@@ -25,14 +26,14 @@ labelled best (highest mean NMI). CCS is scored on the ``truth`` contrast pairs
 
 Every finished fit is cached (``--cache``), so an interrupted run resumes; ``--fresh``
 starts over. Last line: ``kmeans_nmi=<mean over inputs> best_frozen_nmi=<best of SCAN,
-TEMI, TURTLE, mean over inputs> ratio=<frozen / kmeans>``.
+TEMI, TURTLE (either setting), mean over inputs> ratio=<frozen / kmeans>``.
 
     python benchmarks/quality.py [--seeds 5] [--inputs digits,digits-mlp,minilm-3,...]
         [--methods KMeans,SCAN,...] [--out docs/results.md]
 
-docs/results.md was last written with ``--methods KMeans,Agglomerative,DeepCluster,SCAN,
-TEMI,TURTLE,TURTLE-3+5`` (DEC and IDEC take one to two minutes a fit; the reading quotes
-their last figures).
+docs/results.md was last written with ``--methods KMeans,Agglomerative,IIC,DeepCluster,
+SCAN,TEMI,TURTLE,TURTLE-8h,IMSAT,DAC,LocalAggregation,TURTLE-3+5`` (DEC and IDEC take one
+to two minutes a fit; the reading quotes their last figures).
 """
 
 from __future__ import annotations
