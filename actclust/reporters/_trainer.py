@@ -122,6 +122,24 @@ class TrainedReporterMixin(TorchReporterMixin):
     collapse_hint = ("training collapsed onto fewer clusters; try another random_state, a "
                      "lower learning rate or fewer clusters")
 
+    def _kmeans_on(self, embedding, seed: int):
+        """Finish a fit by k-means (``n_init`` runs) on the learned ``embedding``:
+        ``kmeans_``, ``labels_``, ``cluster_centers_``, ``n_iter_`` (epochs in
+        ``history_``); too few clusters is warned once, by :meth:`_check_degenerate`."""
+        from sklearn.exceptions import ConvergenceWarning
+
+        from .kmeans import KMeans
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            self.kmeans_ = KMeans(self.n_clusters, n_init=self.n_init, random_state=seed,
+                                  device="cpu").fit(embedding)
+        self.labels_ = self.kmeans_.labels_
+        self.cluster_centers_ = self.kmeans_.cluster_centers_
+        self.n_iter_ = len(self.history_)
+        self._check_degenerate()
+        return self
+
     def _check_degenerate(self) -> None:
         """The one degeneracy check: a ``ConvergenceWarning`` when ``labels_`` hold fewer
         distinct clusters than ``n_clusters``."""

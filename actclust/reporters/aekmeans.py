@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import warnings
 from numbers import Integral, Real
 
 from sklearn.base import BaseEstimator, ClusterMixin, TransformerMixin
-from sklearn.exceptions import ConvergenceWarning
 
 from ._base import Interval, fit_context, register
 from ._trainer import TrainedReporterMixin, Trainer, batches
@@ -98,7 +96,6 @@ class AEKMeans(TrainedReporterMixin, ClusterMixin, TransformerMixin, BaseEstimat
         """Train the autoencoder on ``X`` and cluster the codes; ``y`` is ignored."""
         import torch
 
-        from .kmeans import KMeans
 
         X, seed, generator, device, data = self._start_fit(X, per_column=self.standardize)
         module = self._build_module("module_").to(device)
@@ -118,15 +115,7 @@ class AEKMeans(TrainedReporterMixin, ClusterMixin, TransformerMixin, BaseEstimat
         self.history_ = trainer.run(module, self.epochs, epoch, name="AEKMeans", lr=self.lr)
         self.module_ = module.cpu().eval()
         codes = self.transform(X)
-        with warnings.catch_warnings():  # too few clusters is reported once, below
-            warnings.simplefilter("ignore", ConvergenceWarning)
-            self.kmeans_ = KMeans(self.n_clusters, n_init=self.n_init, random_state=seed,
-                                  device="cpu").fit(codes)
-        self.labels_ = self.kmeans_.labels_
-        self.cluster_centers_ = self.kmeans_.cluster_centers_
-        self.n_iter_ = len(self.history_)
-        self._check_degenerate()
-        return self
+        return self._kmeans_on(codes, seed)
 
     def _build_module(self, name):
         return _autoencoder(self.n_features_in_, tuple(self.hidden), self.code_dim)

@@ -3,12 +3,10 @@ embedding in which each row's close neighbours gather, clustered by k-means."""
 
 from __future__ import annotations
 
-import warnings
 from numbers import Integral, Real
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClusterMixin, TransformerMixin
-from sklearn.exceptions import ConvergenceWarning
 
 from ..errors import ActclustError
 from ._base import Interval, StrOptions, fit_context, register
@@ -180,7 +178,6 @@ class LocalAggregation(TrainedReporterMixin, ClusterMixin, TransformerMixin, Bas
         import torch
         import torch.nn.functional as F
 
-        from .kmeans import KMeans
 
         if self.perturb == "dropout" and self.noise_scale >= 1:
             raise ActclustError(f"noise_scale={self.noise_scale} is a dropout probability "
@@ -259,15 +256,7 @@ class LocalAggregation(TrainedReporterMixin, ClusterMixin, TransformerMixin, Bas
         self.history_ = trainer.history
         self.module_ = module.cpu().eval()
         embedding = map_rows(lambda rows: self._embed(rows.cpu()), data)
-        with warnings.catch_warnings():  # too few clusters is reported once, below
-            warnings.simplefilter("ignore", ConvergenceWarning)
-            self.kmeans_ = KMeans(self.n_clusters, n_init=self.n_init, random_state=seed,
-                                  device="cpu").fit(embedding)
-        self.labels_ = self.kmeans_.labels_
-        self.cluster_centers_ = self.kmeans_.cluster_centers_
-        self.n_iter_ = len(self.history_)
-        self._check_degenerate()
-        return self
+        return self._kmeans_on(embedding, seed)
 
     def _embed(self, rows):
         import torch.nn.functional as F
