@@ -9,7 +9,7 @@ from sklearn.datasets import make_blobs
 from sklearn.metrics import normalized_mutual_info_score
 
 from actclust.errors import ActclustError
-from actclust.reporters import capabilities, load_reporter
+from actclust.reporters import capabilities
 from actclust.reporters.dac import DAC, dac_loss, label_features, pair_targets, thresholds
 
 SMALL = dict(hidden=(32,), epochs=15, random_state=0, device="cpu")
@@ -127,16 +127,6 @@ def test_same_seed_same_labels_and_another_seed_differs(blobs):
     d, e = make(1, perturb="dropout"), make(1, perturb="dropout")
     np.testing.assert_array_equal(d.predict_proba(X), e.predict_proba(X))
     assert not np.array_equal(a.predict_proba(X), d.predict_proba(X))
-
-
-def test_save_load_round_trip_predicts_identically(blobs, fitted, tmp_path):
-    X, _ = blobs
-    path = fitted.save(tmp_path / "dac.safetensors")
-    loaded = load_reporter(path)
-    assert type(loaded) is DAC
-    assert loaded.get_params() == fitted.get_params()
-    np.testing.assert_array_equal(loaded.predict_proba(X), fitted.predict_proba(X))
-    np.testing.assert_array_equal(DAC.load(path).predict(X), fitted.predict(X))
 
 
 @pytest.mark.parametrize("params", [dict(n_clusters=1), dict(epochs=0), dict(inner_epochs=0),

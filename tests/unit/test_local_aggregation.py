@@ -9,7 +9,7 @@ from sklearn.datasets import make_blobs
 from sklearn.metrics import normalized_mutual_info_score
 
 from actclust.errors import ActclustError
-from actclust.reporters import capabilities, load_reporter
+from actclust.reporters import capabilities
 from actclust.reporters._local_aggregation import (BankStep, bank_clusters, bank_rows,
                                                    close_in_background, init_bank,
                                                    instance_loss, la_loss, resolve_count)
@@ -144,18 +144,6 @@ def test_same_seed_same_labels_and_another_seed_differs(blobs):
     np.testing.assert_array_equal(a.labels_, b.labels_)
     np.testing.assert_array_equal(a.transform(X), b.transform(X))
     assert not np.array_equal(a.transform(X), c.transform(X))
-
-
-def test_save_load_round_trip_predicts_identically(blobs, fitted, tmp_path):
-    X, _ = blobs
-    path = fitted.save(tmp_path / "la.safetensors")
-    loaded = load_reporter(path)
-    assert type(loaded) is LocalAggregation
-    assert loaded.get_params() == fitted.get_params()
-    np.testing.assert_array_equal(loaded.predict(X), fitted.predict(X))
-    np.testing.assert_array_equal(loaded.transform(X), fitted.transform(X))
-    np.testing.assert_array_equal(loaded.labels_, fitted.labels_)
-    assert type(LocalAggregation.load(path)) is LocalAggregation
 
 
 @pytest.mark.parametrize("params", [dict(n_clusters=1), dict(embed_dim=0), dict(epochs=0),
