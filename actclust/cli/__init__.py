@@ -74,8 +74,11 @@ def main(argv=None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return EXIT_USAGE
+    from .._progress import quiet
+
     try:
-        return args.func(args) or 0
+        with quiet(getattr(args, "quiet", False)):
+            return args.func(args) or 0
     except KeyboardInterrupt:
         print("actclust: interrupted; finished shards are kept: rerun with --resume",
               file=sys.stderr)
@@ -263,4 +266,6 @@ def build_parser() -> argparse.ArgumentParser:
     for command in sub.choices.values():  # `actclust fit ... --debug` works too
         command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
                              help=argparse.SUPPRESS)
+        if "--quiet" not in command._option_string_actions:
+            command.add_argument("--quiet", action="store_true", help="no progress bars")
     return parser
