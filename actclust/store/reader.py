@@ -65,6 +65,11 @@ class ActivationStore:
         return (f"ActivationStore({str(self.root)!r}, model={self.model_name!r}, "
                 f"dataset={dataset!r}, rows={len(self)}, layers={self.layers})")
 
+    def _repr_html_(self) -> str:  # Jupyter's rich display
+        from .summary import store_html
+
+        return store_html(self)
+
     def _read_table(self, name: str, **kwargs) -> pd.DataFrame:
         with paths.open_in_store(self.root, name, what="table") as fh:
             try:

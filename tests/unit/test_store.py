@@ -204,3 +204,14 @@ def test_not_a_store(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(ActclustError, match="not an actclust store"):
         ActivationStore(tmp_path / "empty")
+
+
+def test_store_renders_as_compact_html_without_reading_its_rows(tmp_path, monkeypatch):
+    store, _ = make_store(tmp_path / "<b>s&t")
+    monkeypatch.setattr(pd, "read_parquet", lambda *a, **k: pytest.fail("rows were read"))
+    html = store._repr_html_()
+    assert "30 rows" in html and "2 layer(s)" in html and "complete" in html
+    for name in LAYERS:
+        assert f"<code>{name}</code>" in html
+    assert "30 x 5" in html and "<code>topic</code>" in html and "<code>text</code>" not in html
+    assert "&lt;b&gt;s&amp;t" in html and "<b>s&t" not in html  # the path is escaped
