@@ -11,6 +11,7 @@ Every figure function returns a plotly ``Figure`` (shown inline in Jupyter, save
 * :func:`training_curves`: a deep reporter's ``history_``.
 * :func:`dendrogram`, :func:`explained_variance`, :func:`bic_curve`: Agglomerative, PCA, GMM.
 * :func:`cluster_dashboard`: one page per cluster.
+* :func:`explore`: a clickable map in Jupyter (``actclust[notebook]``).
 * :func:`write_report`: all of it in one HTML file.
 
 Example:
@@ -22,6 +23,7 @@ Example:
 """
 
 from .dashboard import ClusterDashboard, cluster_dashboard
+from .explorer import Explorer, explore
 from .figures import contingency_heatmap, layer_sweep
 from .maps import MAX_POINTS, Embedding, embed, layer_map
 from .report import write_report
@@ -29,4 +31,4 @@ from .reporter_figures import bic_curve, dendrogram, explained_variance, trainin
 
 __all__ = ["layer_map", "embed", "Embedding", "MAX_POINTS", "contingency_heatmap",
            "layer_sweep", "training_curves", "dendrogram", "explained_variance", "bic_curve",
-           "cluster_dashboard", "ClusterDashboard", "write_report"]
+           "cluster_dashboard", "ClusterDashboard", "write_report", "explore", "Explorer"]
