@@ -54,12 +54,13 @@ def capture(model, dataset, layers, pool: str = "none", out=None, batch_size: in
             exclude_special: bool = False, limit: Optional[int] = None,
             shard_rows: int = DEFAULT_SHARD_ROWS, resume: bool = False,
             overwrite: bool = False, progress: bool = True, text_column: str = "text",
-            labels=None, tokenizer=None, verify: bool = False) -> ActivationStore:
+            labels=None, tokenizer=None, verify: bool = False,
+            revision: Optional[str] = None) -> ActivationStore:
     """Capture activations of ``layers`` of ``model`` over ``dataset`` into a store at ``out``.
 
     Args:
-        model: ``"minilm"``, ``"digits-mlp"``, a Hugging Face model directory, a
-            ``TransformerBridge``, a ``PreTrainedModel`` or any ``torch.nn.Module``.
+        model: ``"minilm"``, ``"digits-mlp"``, a Hugging Face hub id (``"gpt2"``, read
+            from the local Hugging Face cache) or model directory, a ``TransformerBridge``, a ``PreTrainedModel`` or any ``torch.nn.Module``.
         dataset: a bundled name (``"topics"``), a JSONL/CSV/parquet path, a DataFrame, a
             list of strings, a Hugging Face ``datasets.Dataset``, or (for array-input
             modules) a numpy array / torch tensor with ``labels``.
@@ -82,6 +83,8 @@ def capture(model, dataset, layers, pool: str = "none", out=None, batch_size: in
         verify: with ``resume``, recompute the checksum of every finished shard before
             going on (headers and sizes are always checked); a damaged shard is captured
             again.
+        revision: for a hub id, the branch, tag or commit (default ``main``); the
+            manifest records the commit.
 
     Returns:
         The :class:`~actclust.ActivationStore` written to ``out``.
@@ -107,7 +110,7 @@ def capture(model, dataset, layers, pool: str = "none", out=None, batch_size: in
     check_store_target(out, resume, overwrite)  # a bad destination fails before the model loads
     device = resolve_device(device)
     ds = as_dataset(dataset, text_column=text_column, labels=labels)  # cheap checks first
-    target = load_target(model, tokenizer=tokenizer, device=device)
+    target = load_target(model, tokenizer=tokenizer, device=device, revision=revision)
     if limit is not None:
         ds = ds.head(limit)
     if len(ds) == 0:

@@ -1,7 +1,8 @@
 """Load a target model and name its hook points.
 
 A target is what :func:`actclust.capture` runs: the bundled ``minilm`` and ``digits-mlp``,
-a Hugging Face model directory, a TransformerLens ``TransformerBridge``, or any
+a Hugging Face hub id (``gpt2``, ``EleutherAI/pythia-70m``: read from the local Hugging Face
+cache, downloaded only when the environment allows it) or model directory, a TransformerLens ``TransformerBridge``, or any
 ``torch.nn.Module``. Hugging Face models run as plain ``AutoModel``s (no vocabulary head)
 with forward hooks on their own modules, named as TransformerLens names them
 (``blocks.2.hook_resid_post``); the name map comes from TransformerLens' own architecture
@@ -22,6 +23,7 @@ from typing import Optional
 import torch
 from torch import nn
 
+from ._util.hub import cached_snapshot, hub_cache, looks_like_repo_id, not_cached_message, offline
 from ._util.names import glob_regex, select_names  # noqa: F401  (public here too)
 from .errors import ActclustError, closest
 
@@ -107,7 +109,8 @@ class Target:
                 if include_modules or n != p.module_path]
 
 
-def load_target(model, tokenizer=None, device: str = "cpu") -> Target:
+def load_target(model, tokenizer=None, device: str = "cpu",
+                revision: str | None = None) -> Target:
     """Turn a model name, path or object into a :class:`Target`.
 
     Args:
@@ -116,6 +119,12 @@ def load_target(model, tokenizer=None, device: str = "cpu") -> Target:
             ``torch.nn.Module`` (array inputs, hooks by dotted module path).
         tokenizer: for a ``PreTrainedModel`` object whose tokenizer cannot be found
             from its ``name_or_path``.
+        revision: for a hub id, the branch, tag or commit (default ``main``).
+
+    A hub id is looked up in the Hugging Face cache (``HF_HUB_CACHE``, else
+    ``HF_HOME/hub``), as ``huggingface_hub`` lays it out. When it is not there, it is
+    downloaded only if ``HF_HUB_OFFLINE`` is ``0``; the command line sets it to ``1``
+    unless the environment says otherwise, so nothing is fetched by surprise.
 
     Example:
         >>> t = load_target("minilm")
@@ -138,11 +147,15 @@ def load_target(model, tokenizer=None, device: str = "cpu") -> Target:
             module = load_digits_mlp()
             return _module_target(module, "digits-mlp", device)
         if Path(key).is_dir():
+            if revision is not None:
+                raise ActclustError(f"revision {revision!r} is for hub ids; {key} is a "
+                                    "directory")
             return _load_hf_path(Path(key), device)
+        if looks_like_repo_id(key):
+            return _load_hub_id(key, revision, device)
         raise ActclustError(
-            f"unknown model {key!r}: not a bundled model ({', '.join(BUNDLED)}) nor an "
-            "existing Hugging Face model directory. Models are never downloaded: pass a "
-            "local path or a loaded model object.")
+            f"unknown model {key!r}: not a bundled model ({', '.join(BUNDLED)}), an "
+            "existing Hugging Face model directory, nor a hub id such as org/name")
     if _is_bridge(model):
         return _bridge_target(model, device)
     if _is_hf_model(model):
@@ -165,6 +178,30 @@ def _is_hf_model(model) -> bool:
     except ImportError:
         return False
     return isinstance(model, PreTrainedModel)
+
+
+def _load_hub_id(repo_id: str, revision: str | None, device: str) -> Target:
+    snapshot = cached_snapshot(repo_id, revision)
+    if snapshot is None:
+        if offline():
+            raise ActclustError(not_cached_message(repo_id, revision))
+        snapshot = _download(repo_id, revision)
+    target = _load_hf_path(snapshot, device)
+    target.name = repo_id
+    target.info["revision"] = snapshot.name  # the commit: a branch moves, a commit does not
+    return target
+
+
+def _download(repo_id: str, revision: str | None) -> Path:
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(repo_id, revision=revision, cache_dir=hub_cache(),
+                                      allow_patterns=["*.json", "*.safetensors", "*.txt",
+                                                      "*.model", "tokenizer*"]))
+    except Exception as err:  # network, authentication, a missing repo: the user's to fix
+        raise ActclustError(f"cannot download {repo_id!r}: {type(err).__name__}: "
+                            f"{str(err).splitlines()[0] if str(err) else ''}") from None
 
 
 def _tokenizer_for(model):

@@ -173,7 +173,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(metavar="COMMAND")
 
     p = sub.add_parser("models", help="list bundled models, or the hook names of one")
-    p.add_argument("model", nargs="?", help="a bundled name or a Hugging Face directory")
+    p.add_argument("model", nargs="?",
+                   help="a bundled name, a Hugging Face hub id (from the local cache) or "
+                   "model directory")
+    p.add_argument("--revision", help="a hub id's branch, tag or commit (default main)")
     p.add_argument("--all", action="store_true",
                    help="also list plain module paths, not only TransformerLens names")
     p.set_defaults(func=c.cmd_models)
@@ -182,7 +185,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=c.cmd_datasets)
 
     p = sub.add_parser("capture", help="capture activations into a store")
-    p.add_argument("--model", required=True, help="minilm, digits-mlp, or a HF model directory")
+    p.add_argument("--model", required=True, help="minilm, digits-mlp, a Hugging Face hub id "
+                   "(org/name, read from the local cache) or model directory")
+    p.add_argument("--revision", help="a hub id's branch, tag or commit (default main)")
     p.add_argument("--dataset", required=True,
                    help="a bundled dataset name or a .jsonl/.json/.csv/.parquet file")
     p.add_argument("--text-column", default="text", help="text column of a file (default text)")

@@ -24,7 +24,7 @@ def cmd_models(args) -> int:
             print(f"  {name:<12} {desc}")
         print("\n`actclust models NAME` lists its hook names.")
         return 0
-    target = load_target(args.model)
+    target = load_target(args.model, revision=args.revision)
     names = target.hook_names(include_modules=args.all or target.kind == "module")
     hint = " (globs like 'blocks.*.hook_resid_post' select many)" \
         if any(n.startswith("blocks.") for n in names) else ""
@@ -56,7 +56,8 @@ def cmd_capture(args) -> int:
                     max_length=args.max_length, exclude_special=args.exclude_special,
                     limit=args.limit, shard_rows=args.shard_rows or DEFAULT_SHARD_ROWS,
                     resume=args.resume, overwrite=args.overwrite, progress=not args.quiet,
-                    text_column=args.text_column, verify=args.verify)
+                    text_column=args.text_column, verify=args.verify,
+                    revision=args.revision)
     print(f"wrote {len(store)} rows x {len(store.layers)} layers to {store.root}")
     return 0
 
