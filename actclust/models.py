@@ -184,7 +184,7 @@ def _load_hub_id(repo_id: str, revision: str | None, device: str) -> Target:
     snapshot = cached_snapshot(repo_id, revision)
     if snapshot is None:
         if offline():
-            raise ActclustError(not_cached_message(repo_id, revision))
+            raise ActclustError(not_cached_message(repo_id, revision, BUNDLED))
         snapshot = _download(repo_id, revision)
     target = _load_hf_path(snapshot, device)
     target.name = repo_id

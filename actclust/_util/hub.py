@@ -76,8 +76,10 @@ def cached_snapshot(repo_id: str, revision: str | None = None) -> Path | None:
     return snapshot if (snapshot / "config.json").is_file() else None
 
 
-def not_cached_message(repo_id: str, revision: str | None) -> str:
+def not_cached_message(repo_id: str, revision: str | None, bundled=()) -> str:
     at = f" at revision {revision}" if revision else ""
-    return (f"model {repo_id!r}{at} is not in the Hugging Face cache ({hub_cache()}) and "
-            "downloads are off (HF_HUB_OFFLINE=1); download it once with `huggingface-cli "
-            f"download {repo_id}`, or set HF_HUB_OFFLINE=0 to let actclust fetch it")
+    others = f"a bundled model ({', '.join(bundled)}), a model directory, " if bundled else ""
+    return (f"unknown model {repo_id!r}: not {others}nor a hub id{at} in the Hugging Face "
+            f"cache ({hub_cache()}), and downloads are off (HF_HUB_OFFLINE=1); download it "
+            f"once with `huggingface-cli download {repo_id}`, or set HF_HUB_OFFLINE=0 to let "
+            "actclust fetch it")

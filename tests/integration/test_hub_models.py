@@ -71,8 +71,9 @@ def test_a_revision_picks_its_snapshot_by_branch_or_commit(offline_cache):
 
 
 def test_uncached_offline_is_one_line_saying_how_to_get_it(offline_cache):
-    with pytest.raises(ActclustError, match=r"'org/absent' is not in the Hugging Face cache "
-                       r".*huggingface-cli download org/absent.*HF_HUB_OFFLINE=0"):
+    with pytest.raises(ActclustError, match=r"unknown model 'org/absent': not a bundled "
+                       r"model \(minilm, digits-mlp\), a model directory, nor a hub id in "
+                       r"the Hugging Face cache .*huggingface-cli download org/absent.*HF_HUB_OFFLINE=0"):
         load_target("org/absent")
     with pytest.raises(ActclustError, match="at revision nope"):
         load_target("org/tiny-gpt2", revision="nope")
