@@ -9,7 +9,7 @@ Inputs (the number of clusters is the number of classes):
 - ``minilm-N``: MiniLM, ``blocks.N.hook_out`` mean-pooled over each sentence of the bundled
   ``topics`` set (3,200 x 384), scored against its 10 topics (and the sentence template);
 - ``tokens-3``: MiniLM ``blocks.3.hook_out`` for every token of the first 400 ``tokens``
-  sentences (5,475 x 384), scored against the part of speech (12 classes, with the
+  sentences (5,483 x 384), scored against the part of speech (12 classes, with the
   special tokens) and the token kind.
 
 Each reporter (``--methods``; default all: KMeans with ``n_init=10``, Agglomerative
@@ -91,7 +91,7 @@ DESCRIPTIONS = {
     **{f"minilm-{n}": f"MiniLM `blocks.{n}.hook_out`, mean-pooled, bundled `topics` "
        "(3,200 x 384), 10 topics" for n in range(6)},
     "tokens-3": f"MiniLM `blocks.3.hook_out`, every token of the first {TOKENS_DOCS} bundled "
-                "`tokens` sentences (5,475 x 384), 12 parts of speech (special tokens included)",
+                "`tokens` sentences (5,483 x 384), 12 parts of speech (special tokens included)",
 }
 
 

@@ -9,7 +9,7 @@ import torch
 
 import actclust
 from actclust.data import load
-from actclust.data.tokens import WordSpanLabeler
+from actclust.data.tokens import TOKEN_LABELS, WORD_LABELS, WordSpanLabeler
 from actclust.digits_mlp import load_digits_mlp
 from tests.unit.test_data import _check_token_labels
 
@@ -18,10 +18,16 @@ def test_tokens_dataset_gets_token_level_labels(tmp_path):
     store = actclust.capture("minilm", "tokens", "blocks.2.hook_out", limit=40,
                              out=tmp_path / "s", progress=False)
     rows = store.rows
-    assert {"token_kind", "pos", "position_bucket"} <= set(store.label_columns)
+    assert set(TOKEN_LABELS) <= set(store.label_columns)
+    assert not rows[list(TOKEN_LABELS)].isna().any().any()
     assert len(rows) == len(store.layer("blocks.2.hook_out"))
     special = rows["token"].isin(["[CLS]", "[SEP]"])
     assert (rows.loc[special, "token_kind"] == "special").all()
+    assert (rows.loc[special, list(WORD_LABELS)] == "none").all().all()
+    # A word's pieces share its word-level labels: "##" pieces repeat the previous row's.
+    cont = np.flatnonzero(rows["token_kind"].to_numpy() == "word_continuation")
+    for col in WORD_LABELS:
+        assert (rows[col].to_numpy()[cont] == rows[col].to_numpy()[cont - 1]).all(), col
     assert (rows.loc[rows["token"] == ".", "token_kind"] == "punctuation").all()
     digits = rows["token"].str.fullmatch(r"\d+")
     assert digits.any() and (rows.loc[digits, "token_kind"] == "digit").all()

@@ -15,7 +15,8 @@ from actclust.data import as_dataset, available, load
 from actclust.data import topics as topics_mod
 from actclust.data import truth as truth_mod
 from actclust.data.base import Dataset
-from actclust.data.tokens import POSITION_BUCKETS, WordSpanLabeler, position_bucket
+from actclust.data.tokens import (POSITION_BUCKETS, WORD_LABELS, WordSpanLabeler,
+                                   position_bucket)
 from actclust.errors import ActclustError
 
 
@@ -152,22 +153,25 @@ def _check_token_labels(ds, i, offsets):
     assert {len(v) for v in out.values()} == {len(offsets)}
     spans = ds.token_labeler.spans[i]
     kinds = out["token_kind"]
-    words = [p for _, _, p in spans if p not in ("NUM", "PUNCT")]
+    # Words are everything but punctuation and numbers in digits ("twelve" is a word).
+    words = [p for s, e, p in spans if p != "PUNCT" and not text[s:e].isdigit()]
     assert kinds.count("word_start") == len(words)
     assert kinds.count("punctuation") == sum(p == "PUNCT" for _, _, p in spans)
-    for span, kind, pos, bucket, position in zip(offsets, kinds, out["pos"],
-                                                 out["position_bucket"], positions):
-        assert bucket == position_bucket(position)
+    for j, (span, kind, pos, position) in enumerate(zip(offsets, kinds, out["pos"], positions)):
+        assert out["position_bucket"][j] == position_bucket(position)
+        form = out["number_form"][j]
         if span is None:
             assert (kind, pos) == ("special", "SPECIAL")
+            assert {out[c][j] for c in WORD_LABELS} == {"none"}
             continue
         piece = text[span[0]:span[1]].strip()
         if kind == "digit":
-            assert pos == "NUM" and (piece == "" or piece.isdigit())
+            assert pos == "NUM" and form == "digits" and (piece == "" or piece.isdigit())
         elif kind == "punctuation":
             assert pos == "PUNCT" and piece in ".,;:!?"
         else:
-            assert kind in ("word_start", "word_continuation") and pos not in ("NUM", "PUNCT")
+            assert kind in ("word_start", "word_continuation") and pos != "PUNCT"
+            assert pos != "NUM" or (form == "word" and not any(c.isdigit() for c in piece))
     return out
 
 
