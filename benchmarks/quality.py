@@ -142,10 +142,42 @@ def applies(method: str, name: str) -> bool:
     return True
 
 
+# The bundled dataset each captured input comes from, how many of its documents, and the
+# cached store it is captured into.
+INPUT_DATASETS = {"digits-mlp": ("digits", None, "digits-mlp"),
+                  "tokens-3": ("tokens", TOKENS_DOCS, "minilm-tokens"),
+                  **{f"minilm-{n}": ("topics", None, "minilm-topics") for n in range(6)}}
+
+
+def dataset_fingerprint(dataset: str, limit=None) -> str:
+    from actclust.data import as_dataset
+
+    ds = as_dataset(dataset)
+    return (ds.head(limit) if limit else ds).fingerprint()
+
+
+def drop_stale_cells(name: str, cells: Path) -> None:
+    """Forget an input's cached cells when its dataset's generator has changed since they
+    were computed (known from a mark beside them, else from the cached store's manifest)."""
+    if name not in INPUT_DATASETS:
+        return
+    dataset, limit, folder = INPUT_DATASETS[name]
+    now = dataset_fingerprint(dataset, limit)
+    mark, store = cells / f"{name}._data.json", cells.parent / folder / "manifest.json"
+    before = json.loads(mark.read_text()).get("fingerprint") if mark.exists() else \
+        json.loads(store.read_text())["dataset"]["fingerprint"] if store.exists() else now
+    if before != now:
+        for old in cells.glob(f"{name}.*.json"):
+            old.unlink()
+        print(f"{name}: the {dataset} dataset has changed; its cells are computed again")
+    _write(mark, {"fingerprint": now})
+
+
 def _store(path: Path, model: str, dataset: str, layers: list[str], pool: str, limit=None):
     if path.exists():
         store = actclust.ActivationStore(path)
-        if set(layers) <= set(store.layers):
+        same = store.manifest["dataset"]["fingerprint"] == dataset_fingerprint(dataset, limit)
+        if same and set(layers) <= set(store.layers):
             return store
         shutil.rmtree(path)
     return actclust.capture(model, dataset, layers, pool=pool, out=path, limit=limit,
@@ -178,6 +210,7 @@ def run_cells(inputs, methods, seeds, cache: Path) -> dict:
     for name in inputs:
         X = y = None
         layer = f"blocks.{name.split('-')[1]}.hook_out" if name.startswith("minilm-") else None
+        drop_stale_cells(name, cells)
         purity = cells / f"{name}._purity.json"
         if not purity.exists():
             X, y, other = load_input(name, cache)
