@@ -179,8 +179,11 @@ class IIC(TrainedReporterMixin, ClusterMixin, BaseEstimator):
         "overcluster_factor": [Interval(Integral, 0, None, closed="left")],
         "n_subheads": [Interval(Integral, 1, None, closed="left")],
         "hidden": ["array-like"],
-        "pairing": [StrOptions({"neighbours", "noise", "both"})],
+        "pairing": [StrOptions({"neighbours", "noise", "both", "kmeans"})],
         "n_neighbors": [Interval(Integral, 1, None, closed="left")],
+        "pair_runs": [Interval(Integral, 1, None, closed="left")],
+        "pair_clusters": [Interval(Integral, 2, None, closed="left"), None],
+        "pair_components": [Interval(Integral, 1, None, closed="left"), None],
         "noise_scale": [Interval(Real, 0, None, closed="left")],
         "dropout": [Interval(Real, 0, 1, closed="left")],
         "entropy_weight": [Interval(Real, 0, None, closed="neither")],
@@ -191,7 +194,8 @@ class IIC(TrainedReporterMixin, ClusterMixin, BaseEstimator):
     }
 
     def __init__(self, n_clusters=10, *, overcluster_factor=5, n_subheads=5, hidden=(256, 128),
-                 pairing="neighbours", n_neighbors=5, noise_scale=0.1, dropout=0.1,
+                 pairing="neighbours", n_neighbors=5, pair_runs=5, pair_clusters=None,
+                 pair_components=None, noise_scale=0.1, dropout=0.1,
                  entropy_weight=2.0, epochs=100, batch_size=512, lr=3e-3, subhead_selection="loss",
                  memory_budget_gb=2.0, device="auto", random_state=None, progress=False):
         self.n_clusters = n_clusters
@@ -200,6 +204,9 @@ class IIC(TrainedReporterMixin, ClusterMixin, BaseEstimator):
         self.hidden = hidden
         self.pairing = pairing
         self.n_neighbors = n_neighbors
+        self.pair_runs = pair_runs
+        self.pair_clusters = pair_clusters
+        self.pair_components = pair_components
         self.noise_scale = noise_scale
         self.dropout = dropout
         self.entropy_weight = entropy_weight
@@ -220,9 +227,8 @@ class IIC(TrainedReporterMixin, ClusterMixin, BaseEstimator):
         X, seed, generator, device, data = self._start_fit(X)
         rng = np.random.default_rng(seed)
         col_sd = torch.from_numpy(self.column_sd_).to(device)[None]
-        neighbours = torch.from_numpy(
-            neighbour_table(X, min(self.n_neighbors, len(X) - 1))).to(device) \
-            if self.pairing != "noise" else None
+        neighbours = None if self.pairing == "noise" else \
+            torch.from_numpy(self._partners(X, seed, rng)).to(device)
         module = self._build_module("module_").to(device)
         opt = torch.optim.Adam(module.parameters(), lr=self.lr)
         trainer = Trainer(self.progress)
@@ -274,6 +280,22 @@ class IIC(TrainedReporterMixin, ClusterMixin, BaseEstimator):
         self.n_iter_ = len(self.history_)
         self._check_degenerate()
         return self
+
+    def _partners(self, X, seed: int, rng) -> np.ndarray:
+        """Rows x ``n_neighbors`` candidates for each row's pair: its nearest rows, or with
+        ``pairing="kmeans"`` rows drawn from its cell of ``pair_runs`` k-means runs."""
+        if self.pair_components:
+            from sklearn.decomposition import PCA
+
+            X = PCA(min(self.pair_components, *np.shape(X)), whiten=True,
+                    random_state=seed).fit_transform(np.asarray(X))
+        if self.pairing != "kmeans":
+            return neighbour_table(X, min(self.n_neighbors, len(X) - 1))
+        from ._pairs import cell_partners, consensus_cells
+
+        cells = consensus_cells(X, self.pair_clusters or self.n_clusters, self.pair_runs, seed)
+        self.n_pair_cells_ = int(cells.max()) + 1
+        return cell_partners(cells, self.n_neighbors, rng)
 
     def _build_module(self, name):
         heads = {"main": self.n_clusters}

@@ -11,7 +11,8 @@ from sklearn.base import BaseEstimator, ClusterMixin, TransformerMixin
 from ..errors import ActclustError
 from ._base import Interval, StrOptions, fit_context, register
 from ._local_aggregation import (BankStep, bank_clusters, bank_rows, close_in_background,
-                                 init_bank, instance_loss, la_loss, resolve_count)
+                                 init_bank, instance_loss, la_loss, resolve_count,
+                                 spectral_labels)
 from ._trainer import TrainedReporterMixin, Trainer, batches, map_rows
 from .backbones import mlp
 
@@ -136,6 +137,8 @@ class LocalAggregation(TrainedReporterMixin, ClusterMixin, TransformerMixin, Bas
         "noise_scale": [Interval(Real, 0, None, closed="left")],
         "standardize": ["boolean"],
         "n_init": [Interval(Integral, 1, None, closed="left")],
+        "final": [StrOptions({"kmeans", "spectral"})],
+        "n_neighbors": [Interval(Integral, 2, None, closed="left")],
     }
 
     collapse_hint = ("the embedding's k-means left some clusters empty; try another "
@@ -145,8 +148,9 @@ class LocalAggregation(TrainedReporterMixin, ClusterMixin, TransformerMixin, Bas
                  n_centroids=None, n_kmeans=5, kmeans_every=1, temperature=0.07,
                  bank_momentum=0.5, ir_epochs=5, epochs=50, batch_size=128,
                  optimizer="sgd", lr=0.03, weight_decay=1e-4, perturb="noise",
-                 noise_scale=0.8, standardize=True, n_init=10, memory_budget_gb=2.0,
-                 device="auto", random_state=None, progress=False):
+                 noise_scale=0.8, standardize=True, final="kmeans", n_neighbors=10,
+                 n_init=10, memory_budget_gb=2.0, device="auto", random_state=None,
+                 progress=False):
         self.n_clusters = n_clusters
         self.hidden = hidden
         self.embed_dim = embed_dim
@@ -165,6 +169,8 @@ class LocalAggregation(TrainedReporterMixin, ClusterMixin, TransformerMixin, Bas
         self.perturb = perturb
         self.noise_scale = noise_scale
         self.standardize = standardize
+        self.final = final
+        self.n_neighbors = n_neighbors
         self.n_init = n_init
         self.memory_budget_gb = memory_budget_gb
         self.device = device
@@ -256,7 +262,22 @@ class LocalAggregation(TrainedReporterMixin, ClusterMixin, TransformerMixin, Bas
         self.history_ = trainer.history
         self.module_ = module.cpu().eval()
         embedding = map_rows(lambda rows: self._embed(rows.cpu()), data)
-        return self._kmeans_on(embedding, seed)
+        if self.final == "kmeans":
+            return self._kmeans_on(embedding, seed)
+        return self._spectral_on(embedding, seed)
+
+    def _spectral_on(self, embedding, seed: int):
+        """``labels_`` from spectral clustering of the embedding's neighbour graph;
+        ``cluster_centers_``, the clusters' normalised mean embeddings, place new rows."""
+        self.labels_ = spectral_labels(embedding, self.n_clusters, self.n_neighbors,
+                                       self.n_init, seed)
+        centres = np.zeros((self.n_clusters, embedding.shape[1]), dtype=np.float32)
+        np.add.at(centres, self.labels_, embedding)
+        norms = np.linalg.norm(centres, axis=1, keepdims=True)
+        self.cluster_centers_ = centres / np.where(norms > 0, norms, 1)
+        self.n_iter_ = len(self.history_)
+        self._check_degenerate()
+        return self
 
     def _embed(self, rows):
         import torch.nn.functional as F
@@ -271,6 +292,9 @@ class LocalAggregation(TrainedReporterMixin, ClusterMixin, TransformerMixin, Bas
         return self._map_input(X, lambda rows: self._embed(rows))
 
     def predict(self, X):
-        """The nearest k-means centre of each row's embedding."""
+        """The nearest k-means centre of each row's embedding; with ``final="spectral"``
+        the cluster whose normalised mean embedding is closest (largest dot product)."""
         embedding = self.transform(X)  # checks the fit before kmeans_ is reached
-        return self.kmeans_.predict(embedding)
+        if self.final == "kmeans":
+            return self.kmeans_.predict(embedding)
+        return np.asarray(embedding @ self.cluster_centers_.T).argmax(1)

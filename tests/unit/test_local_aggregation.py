@@ -12,7 +12,8 @@ from actclust.errors import ActclustError
 from actclust.reporters import capabilities
 from actclust.reporters._local_aggregation import (BankStep, bank_clusters, bank_rows,
                                                    close_in_background, init_bank,
-                                                   instance_loss, la_loss, resolve_count)
+                                                   instance_loss, la_loss, resolve_count,
+                                                   spectral_labels)
 from actclust.reporters.local_aggregation import LocalAggregation
 
 SMALL = dict(hidden=(32,), embed_dim=16, ir_epochs=2, epochs=8, n_init=3, random_state=0,
@@ -121,6 +122,32 @@ def test_recovers_planted_clusters_and_predicts_new_rows(blobs, fitted):
     assert la[-1]["loss"] < la[0]["loss"]
 
 
+def test_spectral_labels_separate_rings_that_kmeans_cuts():
+    from sklearn.datasets import make_circles
+    from sklearn.metrics import adjusted_rand_score
+
+    from actclust.reporters import KMeans
+
+    X, y = make_circles(400, factor=0.4, noise=0.03, random_state=0)
+    assert adjusted_rand_score(y, spectral_labels(X, 2, 10, n_init=3, seed=0)) > 0.95
+    assert adjusted_rand_score(y, KMeans(2, n_init=3, random_state=0).fit(X).labels_) < 0.2
+
+
+def test_final_spectral_clusters_the_embedding_graph(blobs):
+    X, y = blobs
+    model = LocalAggregation(5, **SMALL, final="spectral", n_neighbors=8).fit(X[:500])
+    embedding = model.transform(X[:500])
+    np.testing.assert_array_equal(model.labels_, spectral_labels(embedding, 5, 8, 3, 0))
+    assert not hasattr(model, "kmeans_")
+    assert normalized_mutual_info_score(y[:500], model.labels_) > 0.9
+    np.testing.assert_allclose(np.linalg.norm(model.cluster_centers_, axis=1), 1, rtol=1e-5)
+    # new rows go to the cluster with the nearest normalised mean embedding
+    np.testing.assert_array_equal(model.predict(X[500:]),
+                                  (model.transform(X[500:]) @ model.cluster_centers_.T)
+                                  .argmax(1))
+    assert np.mean(model.predict(X[:500]) == model.labels_) > 0.95
+
+
 def test_kmeans_every_and_counts_as_shares(blobs):
     X, _ = blobs
     model = LocalAggregation(5, **{**SMALL, "epochs": 4, "ir_epochs": 0}, kmeans_every=3,
@@ -153,7 +180,8 @@ def test_same_seed_same_labels_and_another_seed_differs(blobs):
                                     dict(temperature=0), dict(bank_momentum=1.0),
                                     dict(batch_size=1), dict(optimizer="lbfgs"),
                                     dict(lr=0), dict(perturb="flip"), dict(noise_scale=-0.1),
-                                    dict(n_init=0), dict(standardize="yes")])
+                                    dict(n_init=0), dict(standardize="yes"),
+                                    dict(final="ward"), dict(n_neighbors=1)])
 def test_bad_parameters_are_refused(blobs, params):
     with pytest.raises(ValueError):
         LocalAggregation(**{"n_clusters": 3, "device": "cpu", **params}).fit(blobs[0][:50])
