@@ -330,7 +330,7 @@ class IIC(TrainedReporterMixin, ClusterMixin, BaseEstimator):
             losses = np.array([np.mean([iic_loss(sub(features), sub(view),
                                                  entropy_weight=self.entropy_weight).item()
                                         for view in views]) for sub in heads])
-            device = next(module["backbone"].parameters()).device
+            device = next(module.parameters()).device  # the backbone may have none
             for sub in heads:
                 sub.to(device)
         module.train()

@@ -83,6 +83,12 @@ def test_overcluster_factor_zero_trains_the_main_head_only(blobs):
     assert adjusted_rand_score(y, model.labels_) > 0.9
 
 
+def test_linear_heads_on_the_rows_themselves(blobs):
+    X, y = blobs  # hidden=(): no backbone layer, so no backbone parameters either
+    model = IIC(4, hidden=(), epochs=20, random_state=0, device="cpu").fit(X)
+    assert adjusted_rand_score(y, model.labels_) > 0.9
+
+
 def test_consensus_cells_and_their_partners():
     from actclust.reporters._pairs import cell_partners, consensus_cells
 
