@@ -108,7 +108,8 @@ def test_bank_clusters_and_counts():
 def test_recovers_planted_clusters_and_predicts_new_rows(blobs, fitted):
     X, y = blobs
     assert normalized_mutual_info_score(y[:500], fitted.labels_) > 0.9
-    np.testing.assert_array_equal(fitted.predict(X[:500]), fitted.labels_)
+    # spectral labels_; predict places rows by the clusters' mean embeddings
+    assert np.mean(fitted.predict(X[:500]) == fitted.labels_) > 0.95
     assert normalized_mutual_info_score(y[500:], fitted.predict(X[500:])) > 0.9
     embedding = fitted.transform(X[:7])
     assert embedding.shape == (7, 16)
@@ -133,9 +134,17 @@ def test_spectral_labels_separate_rings_that_kmeans_cuts():
     assert adjusted_rand_score(y, KMeans(2, n_init=3, random_state=0).fit(X).labels_) < 0.2
 
 
+def test_final_kmeans_predicts_its_own_labels(blobs):
+    X, y = blobs
+    model = LocalAggregation(5, **SMALL, final="kmeans").fit(X[:500])
+    assert normalized_mutual_info_score(y[:500], model.labels_) > 0.9
+    np.testing.assert_array_equal(model.predict(X[:500]), model.labels_)
+    np.testing.assert_array_equal(model.cluster_centers_, model.kmeans_.cluster_centers_)
+
+
 def test_final_spectral_clusters_the_embedding_graph(blobs):
     X, y = blobs
-    model = LocalAggregation(5, **SMALL, final="spectral", n_neighbors=8).fit(X[:500])
+    model = LocalAggregation(5, **SMALL, n_neighbors=8).fit(X[:500])  # final="spectral"
     embedding = model.transform(X[:500])
     np.testing.assert_array_equal(model.labels_, spectral_labels(embedding, 5, 8, 3, 0))
     assert not hasattr(model, "kmeans_")
