@@ -143,10 +143,14 @@ def test_final_kmeans_predicts_its_own_labels(blobs):
 
 
 def test_final_spectral_clusters_the_embedding_graph(blobs):
+    from sklearn.metrics import adjusted_rand_score
+
     X, y = blobs
     model = LocalAggregation(5, **SMALL, n_neighbors=8).fit(X[:500])  # final="spectral"
     embedding = model.transform(X[:500])
-    np.testing.assert_array_equal(model.labels_, spectral_labels(embedding, 5, 8, 3, 0))
+    # the same partition (ids may permute: eigenvector signs follow float rounding)
+    again = spectral_labels(embedding, 5, 8, 3, 0)
+    assert adjusted_rand_score(model.labels_, again) > 0.99
     assert not hasattr(model, "kmeans_")
     assert normalized_mutual_info_score(y[:500], model.labels_) > 0.9
     np.testing.assert_allclose(np.linalg.norm(model.cluster_centers_, axis=1), 1, rtol=1e-5)
