@@ -142,3 +142,34 @@ class BankStep:
             idx, rows = self.pending
             self.bank[idx] = rows
             self.pending = None
+
+
+def spectral_labels(embedding: np.ndarray, n_clusters: int, n_neighbors: int, n_init: int,
+                    seed: int) -> np.ndarray:
+    """Spectral clustering of an embedding on its ``n_neighbors``-nearest-neighbour graph,
+    as scikit-learn's ``SpectralClustering(affinity="nearest_neighbors")`` builds it (each
+    row joined to itself and its ``n_neighbors - 1`` nearest rows, the graph symmetrised
+    as ``(A + A.T) / 2``), with the neighbours searched by faiss (exact, or an inverted
+    file on large inputs) instead of a brute-force search; then k-means (``n_init``
+    runs) on the ``n_clusters`` leading eigenvectors of the normalised Laplacian.
+
+    Example:
+        >>> rng = np.random.default_rng(0)
+        >>> E = np.vstack([rng.normal(0, 0.1, (30, 3)) + c for c in np.eye(3) * 3])
+        >>> labels = spectral_labels(E, 3, 10, n_init=3, seed=0)
+        >>> [len(set(labels[i:i + 30])) for i in (0, 30, 60)], len(set(labels))
+        ([1, 1, 1], 3)
+    """
+    from scipy import sparse
+    from sklearn.cluster import spectral_clustering
+
+    from ..label_free import nearest_neighbors
+
+    n = len(embedding)
+    found = nearest_neighbors(embedding, k=min(n_neighbors, n) - 1, metric="euclidean",
+                              random_state=seed)[0] if n_neighbors > 1 else np.zeros((n, 0))
+    rows = np.repeat(np.arange(n), found.shape[1] + 1)
+    cols = np.concatenate([np.arange(n)[:, None], found], axis=1).ravel()
+    graph = sparse.csr_matrix((np.ones(len(rows)), (rows, cols)), shape=(n, n))
+    return spectral_clustering(0.5 * (graph + graph.T), n_clusters=n_clusters,
+                               n_init=n_init, random_state=seed)

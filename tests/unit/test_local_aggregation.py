@@ -12,7 +12,8 @@ from actclust.errors import ActclustError
 from actclust.reporters import capabilities
 from actclust.reporters._local_aggregation import (BankStep, bank_clusters, bank_rows,
                                                    close_in_background, init_bank,
-                                                   instance_loss, la_loss, resolve_count)
+                                                   instance_loss, la_loss, resolve_count,
+                                                   spectral_labels)
 from actclust.reporters.local_aggregation import LocalAggregation
 
 SMALL = dict(hidden=(32,), embed_dim=16, ir_epochs=2, epochs=8, n_init=3, random_state=0,
@@ -107,7 +108,8 @@ def test_bank_clusters_and_counts():
 def test_recovers_planted_clusters_and_predicts_new_rows(blobs, fitted):
     X, y = blobs
     assert normalized_mutual_info_score(y[:500], fitted.labels_) > 0.9
-    np.testing.assert_array_equal(fitted.predict(X[:500]), fitted.labels_)
+    # spectral labels_; predict places rows by the clusters' mean embeddings
+    assert np.mean(fitted.predict(X[:500]) == fitted.labels_) > 0.95
     assert normalized_mutual_info_score(y[500:], fitted.predict(X[500:])) > 0.9
     embedding = fitted.transform(X[:7])
     assert embedding.shape == (7, 16)
@@ -119,6 +121,44 @@ def test_recovers_planted_clusters_and_predicts_new_rows(blobs, fitted):
     la = fitted.history_[2:]
     assert all(h["clustered"] for h in la) and all(0 < h["close"] <= 1 for h in la)
     assert la[-1]["loss"] < la[0]["loss"]
+
+
+def test_spectral_labels_separate_rings_that_kmeans_cuts():
+    from sklearn.datasets import make_circles
+    from sklearn.metrics import adjusted_rand_score
+
+    from actclust.reporters import KMeans
+
+    X, y = make_circles(400, factor=0.4, noise=0.03, random_state=0)
+    assert adjusted_rand_score(y, spectral_labels(X, 2, 10, n_init=3, seed=0)) > 0.95
+    assert adjusted_rand_score(y, KMeans(2, n_init=3, random_state=0).fit(X).labels_) < 0.2
+
+
+def test_final_kmeans_predicts_its_own_labels(blobs):
+    X, y = blobs
+    model = LocalAggregation(5, **SMALL, final="kmeans").fit(X[:500])
+    assert normalized_mutual_info_score(y[:500], model.labels_) > 0.9
+    np.testing.assert_array_equal(model.predict(X[:500]), model.labels_)
+    np.testing.assert_array_equal(model.cluster_centers_, model.kmeans_.cluster_centers_)
+
+
+def test_final_spectral_clusters_the_embedding_graph(blobs):
+    from sklearn.metrics import adjusted_rand_score
+
+    X, y = blobs
+    model = LocalAggregation(5, **SMALL, n_neighbors=8).fit(X[:500])  # final="spectral"
+    embedding = model.transform(X[:500])
+    # the same partition (ids may permute: eigenvector signs follow float rounding)
+    again = spectral_labels(embedding, 5, 8, 3, 0)
+    assert adjusted_rand_score(model.labels_, again) > 0.99
+    assert not hasattr(model, "kmeans_")
+    assert normalized_mutual_info_score(y[:500], model.labels_) > 0.9
+    np.testing.assert_allclose(np.linalg.norm(model.cluster_centers_, axis=1), 1, rtol=1e-5)
+    # new rows go to the cluster with the nearest normalised mean embedding
+    np.testing.assert_array_equal(model.predict(X[500:]),
+                                  (model.transform(X[500:]) @ model.cluster_centers_.T)
+                                  .argmax(1))
+    assert np.mean(model.predict(X[:500]) == model.labels_) > 0.95
 
 
 def test_kmeans_every_and_counts_as_shares(blobs):
@@ -153,7 +193,8 @@ def test_same_seed_same_labels_and_another_seed_differs(blobs):
                                     dict(temperature=0), dict(bank_momentum=1.0),
                                     dict(batch_size=1), dict(optimizer="lbfgs"),
                                     dict(lr=0), dict(perturb="flip"), dict(noise_scale=-0.1),
-                                    dict(n_init=0), dict(standardize="yes")])
+                                    dict(n_init=0), dict(standardize="yes"),
+                                    dict(final="ward"), dict(n_neighbors=1)])
 def test_bad_parameters_are_refused(blobs, params):
     with pytest.raises(ValueError):
         LocalAggregation(**{"n_clusters": 3, "device": "cpu", **params}).fit(blobs[0][:50])
