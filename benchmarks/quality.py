@@ -63,6 +63,9 @@ METHODS = {
     "DEC": lambda k, seed, layer: R.DEC(k, random_state=seed),
     "IDEC": lambda k, seed, layer: R.IDEC(k, random_state=seed),
     "IIC": lambda k, seed, layer: R.IIC(k, random_state=seed),
+    # pairs from k-means consensus cells (few share a sentence template) and linear heads
+    "IIC-kmpairs": lambda k, seed, layer: R.IIC(k, pairing="kmeans", hidden=(),
+                                                random_state=seed),
     "DeepCluster": lambda k, seed, layer: R.DeepCluster(k, random_state=seed),
     # the model's own following blocks as backbone; only where a block follows the layer
     "DeepCluster-blocks": lambda k, seed, layer: R.DeepCluster(
