@@ -99,8 +99,9 @@ def choose_label_columns(rows: pd.DataFrame, max_values: int = MAX_VALUES) -> li
 
     The rule: a column is a label when it is not one that locates a row (``row``,
     ``doc_id``, ``position``, ``token``, ``token_id``, ``text``), holds text, categories,
-    booleans or whole numbers (not measurements), and has 2 to ``max_values`` (100)
-    distinct known values (so free text and per-row ids are left out).
+    booleans or whole numbers (not measurements), has a known value, and has 2 to
+    ``max_values`` (100) distinct values, all unknown ones counting as one (so free text
+    and per-row ids are left out, and a column such as ``animal``/``none`` is kept).
 
     Example:
         >>> rows = pd.DataFrame({"doc_id": [0, 0, 1], "token": ["a", "b", "c"],
@@ -116,12 +117,12 @@ def choose_label_columns(rows: pd.DataFrame, max_values: int = MAX_VALUES) -> li
         values = rows[column]
         if pd.api.types.is_float_dtype(values) and not _whole(values):
             continue
-        known = values[~unknown_mask(values)]
+        unknown = unknown_mask(values)
         try:
-            n = known.nunique()
+            n = values[~unknown].nunique() + bool(unknown.any())
         except TypeError:  # lists or arrays in the cells: not one label per row
             continue
-        if 2 <= n <= max_values:
+        if 2 <= n <= max_values and not unknown.all():
             chosen.append(column)
     return chosen
 
