@@ -101,7 +101,8 @@ def describe(result, n_novel: int = 10) -> list[str]:
         shown = ", ".join(f"{v} ({n})" for v, n in found.head(6).items())
         more = f", +{len(found) - 6} more" if len(found) > 6 else ""
         lines.append(f"  {row.label:<18} {row.aligned:>4}/{row.groups:<4} "
-                     f"{row.aligned_share:>6.1%} {row.row_coverage:>6.1%}  {shown}{more}")
+                     f"{row.aligned_share:>6.1%} {row.row_coverage:>6.1%}  {shown}{more}"
+                     .rstrip())
     from ..concepts._novel import MIN_SIZE
 
     novel = result.novel

@@ -20,8 +20,13 @@ class ConceptResult:
     """What :func:`concept_table` found on one layer.
 
     Attributes:
-        layer, method, k, seed, theta, max_unknown: the settings (``method`` names the
-            clusterer with its number of clusters, as the results table does).
+        layer: the layer clustered.
+        method: the clusterer with its number of clusters, as the results table names
+            it (``kmeans(n_clusters=400)``).
+        k: the number of clusters.
+        seed: the clusterer's seed.
+        theta: the alignment's precision threshold.
+        max_unknown: the alignment's largest unknown share.
         table: one row per (cluster, label): :func:`~actclust.concepts.align`'s columns
             after ``layer, method, k, seed``, and the novel candidates' ``tightness``,
             ``separability``, ``coherence`` and ``novel_rank`` (NaN for other clusters).
@@ -113,7 +118,9 @@ def concept_table(store, layer: str, *, k: int = 400, method="kmeans",
             (``"agglomerative(linkage=ward)"``), an unfitted clustering estimator, or a
             fitted one (its ``labels_`` are used and ``k`` is what it found).
         labels: label columns (default: :func:`~actclust.concepts.choose_label_columns`).
-        theta, max_unknown: the alignment rule (see :func:`~actclust.concepts.align`).
+        theta: the precision an aligned cluster needs (see
+            :func:`~actclust.concepts.align`).
+        max_unknown: the largest unknown share of an aligned cluster.
         seed: the clusterer's seed, and the probes' and samples' of the ranking.
         n_examples: rows shown per novel candidate, nearest its centroid first.
         n_novel: novel candidates shown with examples (all are ranked).
@@ -132,7 +139,7 @@ def concept_table(store, layer: str, *, k: int = 400, method="kmeans",
     max_unknown = _check_share(max_unknown, "max_unknown", low_open=False)
     all_rows = store.rows
     if labels is None:
-        columns = choose_label_columns(all_rows.drop(columns=["text"], errors="ignore"))
+        columns = choose_label_columns(all_rows)
         if not columns:
             raise ActclustError(f"store {store.root} has no label column with 2 to 100 "
                                 "values; name the labels to align with (--labels)")
