@@ -38,8 +38,9 @@ class Groups:
         elif _is_id_array(groups):
             self._from_ids(np.asarray(groups))
             return
-        elif isinstance(groups, (list, tuple)):
-            ids, lists = list(range(len(groups))), list(groups)
+        elif isinstance(groups, (list, tuple)) or \
+                isinstance(groups, np.ndarray) and groups.dtype == object:
+            ids, lists = list(range(len(groups))), list(groups)  # ragged: one array a group
         else:
             raise ActclustError(f"groups must be a cluster id per row or a list/dict of "
                                 f"row-index arrays, got {type(groups).__name__}")

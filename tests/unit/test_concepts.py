@@ -82,8 +82,11 @@ def test_overlapping_index_groups_and_coverage():
     # the same rows as a partition give the same answer for the groups they share
     partition = align(np.r_[np.zeros(20, int), np.ones(10, int), -np.ones(30, int)], rows)
     assert list(partition["aligned"]) == [True, True]
-    # a boolean mask is a group too
+    # a boolean mask is a group too, and a ragged object array holds one group per item
     assert align([rows["pos"].eq("VERB").to_numpy()], rows)["value"].tolist() == ["VERB"]
+    ragged = np.empty(2, object)
+    ragged[:] = [np.arange(0, 20), np.arange(40, 43)]
+    assert align(ragged, rows)["value"].tolist() == ["NOUN", "VERB"]
 
 
 def test_bad_groups_are_one_line_errors():
