@@ -268,6 +268,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_report_command(sub)
     add_sweep_command(sub)
+    from .concepts_command import add_command as add_concepts_command
+
+    add_concepts_command(sub)
     for command in sub.choices.values():  # `actclust fit ... --debug` works too
         command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
                              help=argparse.SUPPRESS)
