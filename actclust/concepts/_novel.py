@@ -8,14 +8,13 @@ from typing import Optional, Sequence
 import numpy as np
 import pandas as pd
 
+from .._util.tokens import token_offsets
 from ..errors import ActclustError
 from ._align import Groups
 
 CHUNK_ROWS = 8192
 SEPARABILITY_ROWS = 128  # rows of the group (and as many of the rest) a probe sees
 MIN_SIZE = 10  # smaller groups are too small to probe or to call a feature
-SPECIAL = ("[CLS]", "[SEP]", "[PAD]", "[MASK]", "[UNK]", "<s>", "</s>", "<pad>", "<unk>",
-           "<|endoftext|>", "<bos>", "<eos>")
 MARK = ("«", "»")
 
 
@@ -168,36 +167,6 @@ def nearest_to_centroid(X, rows: np.ndarray, n: int) -> np.ndarray:
     return sorted_rows[np.argsort(distances, kind="stable")[:n]]
 
 
-def _piece(token: str) -> str:
-    """A token as it is written in text: WordPiece's ## and the space marks of byte-level
-    BPE (Ġ) and SentencePiece (▁) removed."""
-    token = token[2:] if token.startswith("##") else token
-    return token.replace("Ġ", " ").replace("▁", " ").replace("Ċ", "\n").strip()
-
-
-def token_spans(text: str, tokens: Sequence[str]) -> list[tuple[int, int]]:
-    """Character span of each token in ``text``; ``(-1, -1)`` where it is not found.
-
-    Stores keep token strings, not offsets: tokens are matched left to right in the
-    lower-cased text, a match far beyond the previous token is refused (the token was
-    normalised beyond case), and special tokens have no span.
-
-    Example:
-        >>> token_spans("Kenji slept.", ["[CLS]", "ken", "##ji", "slept", ".", "[SEP]"])
-        [(-1, -1), (0, 3), (3, 5), (6, 11), (11, 12), (-1, -1)]
-    """
-    low, cursor, spans = text.lower(), 0, []
-    for token in map(str, tokens):
-        piece = _piece(token).lower()
-        at = -1 if not piece or token in SPECIAL else low.find(piece, cursor)
-        if at < 0 or at - cursor > 12 + len(piece):
-            spans.append((-1, -1))
-            continue
-        spans.append((at, at + len(piece)))
-        cursor = at + len(piece)
-    return spans
-
-
 def in_context(text: str, tokens: Sequence[str], index: int, window: int = 80) -> str:
     """``text`` with token ``index`` of ``tokens`` marked «so», cut to ``window``
     characters each side. A token not found in the text (a special token) is shown at
@@ -209,7 +178,7 @@ def in_context(text: str, tokens: Sequence[str], index: int, window: int = 80) -
         >>> in_context("Kenji slept.", ["[CLS]", "ken", "##ji", "slept", ".", "[SEP]"], 5)
         'Kenji slept. «[SEP]»'
     """
-    spans = token_spans(text, tokens)
+    spans = token_offsets(text, tokens)
     start, end = spans[index]
     if start < 0:  # after the last token before it that was found
         start = end = max([b for a, b in spans[:index] if a >= 0], default=0)

@@ -9,6 +9,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .._util.tokens import piece as _piece  # noqa: F401  (the dashboard's too)
+from .._util.tokens import token_offsets  # noqa: F401  (public here for tests)
 from ..errors import ActclustError
 
 # Plotly's qualitative sets back to back: distinct hues for up to 20 categories.
@@ -19,8 +21,6 @@ PALETTE = [
 ]
 OTHER_COLOUR = "#c7c7c7"
 FONT = "system-ui, -apple-system, 'Segoe UI', Roboto, 'Helvetica Neue', Arial, sans-serif"
-SPECIAL_TOKENS = {"[CLS]", "[SEP]", "[PAD]", "[MASK]", "[UNK]", "<s>", "</s>", "<pad>",
-                  "<|endoftext|>", "<bos>", "<eos>", "<unk>"}
 
 
 def colour(i: int) -> str:
@@ -150,41 +150,6 @@ def _check_result_types(results: pd.DataFrame) -> None:
 
 
 # ---------------------------------------------------------------- hover text of rows
-
-
-def _piece(token: str) -> str:
-    """A tokenizer's token as it appears in text (WordPiece ##, BPE Ġ, SentencePiece ▁)."""
-    if token.startswith("##"):
-        return token[2:]
-    return token.replace("Ġ", " ").replace("▁", " ").replace("Ċ", "\n").strip()
-
-
-def token_offsets(text: str, tokens) -> list[tuple[int, int]]:
-    """Character span of each token inside ``text``, ``(-1, -1)`` where none is found.
-
-    Stores keep token strings, not offsets, so tokens are matched left to right in the
-    lower-cased text; special tokens and tokens the tokenizer normalised beyond case
-    (stripped accents) get no span.
-
-    Example:
-        >>> token_offsets("The cat sat.", ["[CLS]", "the", "cat", "sat", ".", "[SEP]"])
-        [(-1, -1), (0, 3), (4, 7), (8, 11), (11, 12), (-1, -1)]
-    """
-    low = text.lower()
-    cursor, spans = 0, []
-    for tok in tokens:
-        piece = _piece(str(tok)).lower()
-        if not piece or tok in SPECIAL_TOKENS:
-            spans.append((-1, -1))
-            continue
-        at = low.find(piece, cursor)
-        # A match far ahead is a wrong match (the true one was normalised away).
-        if at < 0 or at - cursor > 12 + len(piece):
-            spans.append((-1, -1))
-            continue
-        spans.append((at, at + len(piece)))
-        cursor = at + len(piece)
-    return spans
 
 
 def _wrap_marked(context: str, width: int = 64) -> str:
