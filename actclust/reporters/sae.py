@@ -46,6 +46,20 @@ class SparseAutoencoder(TrainedReporterMixin, TransformerMixin, BaseEstimator):
     the width ``d`` (the scale is folded back into ``b_pre``, ``b_enc`` after training,
     so every fitted attribute is in input units).
 
+    **Where we differ, measured** (details in docs/reporters/sae.md; FVU on a held-out
+    20 %, two cores). The authors' lr 1e-4, batch 131,072 and one pass over billions of
+    tokens do not fit layers of a few thousand rows: on MiniLM block 3 token rows
+    (5,475 x 384) lr 1e-4 leaves 0.134, 3e-3 0.084; 50 epochs reach what 100 do (0.086;
+    MiniLM block 5 sentences 0.204 against 0.210). ``n_latents`` 2 / 4 / 8 x d: 0.086 /
+    0.084 / 0.087 there, with 0 / 0.5 / 9.3 % dead latents, hence 4 x d. The authors'
+    dead window, 10M tokens, exceeds these layers, so AuxK would never act: one epoch of
+    rows instead. AuxK lowers the dead share only sometimes (8 x d tokens: 9.3 % against
+    19.8 % without; ``load_digits`` at 512 latents after 50 epochs lower in 3 of 3 seeds,
+    after 30 higher in 8 of 8), FVU unchanged. The decoder is renormalised after each
+    Adam step, not before it as theirs, so the fitted directions are exactly unit norm.
+    At defaults: MiniLM block 5 sentences (3,200 x 384) FVU 0.030, L0 32, no dead latent
+    in 10 s; ``load_digits`` 0.038 in 1.2 s.
+
     Parameters:
         n_latents: number of latents (dictionary size); ``None``: 4 x the input width.
         k: active latents per row (at most ``n_latents``).
