@@ -9,7 +9,7 @@ what it is (:func:`capabilities`); trained reporters save and load without pickl
 Example:
     >>> sorted(registry())  # doctest: +NORMALIZE_WHITESPACE
     ['aekmeans', 'agglomerative', 'ccs', 'dac', 'dec', 'deepcluster', 'gmm', 'idec', 'iic',
-     'imsat', 'kmeans', 'local_aggregation', 'pca', 'scan', 'temi', 'turtle']
+     'imsat', 'kmeans', 'local_aggregation', 'pca', 'sae', 'scan', 'temi', 'turtle']
     >>> [name for name in sorted(registry()) if is_clusterer(name)]  # doctest: +NORMALIZE_WHITESPACE
     ['aekmeans', 'agglomerative', 'dac', 'dec', 'deepcluster', 'gmm', 'idec', 'iic', 'imsat',
      'kmeans', 'local_aggregation', 'scan', 'temi', 'turtle']
@@ -30,12 +30,14 @@ from .gmm import GMM, select_k
 from .kmeans import KMeans
 from .local_aggregation import LocalAggregation
 from .pca import PCA
+from .sae import SparseAutoencoder
 from .scan import SCAN
 from .temi import TEMI
 from .turtle import TURTLE
 
 __all__ = ["PCA", "KMeans", "GMM", "Agglomerative", "AEKMeans", "DEC", "IDEC", "IIC",
            "DeepCluster", "CCS", "SCAN", "TEMI", "TURTLE", "LocalAggregation", "IMSAT", "DAC",
+           "SparseAutoencoder",
            "contrast_pairs", "select_k",
            "Capabilities", "capabilities", "configure", "is_clusterer", "is_transformer",
            "make_reporter", "load_reporter",

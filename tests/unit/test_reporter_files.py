@@ -15,7 +15,8 @@ from sklearn.datasets import make_blobs
 
 from actclust.errors import ActclustError
 from actclust.reporters import (CCS, DEC, IDEC, IIC, SCAN, TEMI, TURTLE, AEKMeans,
-                                DeepCluster, KMeans, LocalAggregation, IMSAT, DAC, capabilities, load_reporter,
+                                DeepCluster, KMeans, LocalAggregation, IMSAT, DAC, SparseAutoencoder, capabilities,
+                                load_reporter,
                                 registry)
 from actclust.reporters._io import FORMAT_VERSION
 
@@ -43,6 +44,7 @@ FITS = {
     "imsat": lambda: IMSAT(3, hidden=(8,), epochs=3, batch_size=32, random_state=0,
                            device="cpu"),
     "dac": lambda: DAC(3, hidden=(8,), epochs=3, n_neighbors=5, random_state=0, device="cpu"),
+    "sae": lambda: SparseAutoencoder(8, k=2, epochs=3, random_state=0, device="cpu"),
 }
 OUTPUTS = ("predict", "transform", "predict_proba")
 
@@ -63,7 +65,8 @@ def outputs(model, X) -> dict:
 
 def assert_same(a, b, X):
     got, want = outputs(a, X), outputs(b, X)
-    assert got.keys() == want.keys() and "predict" in got
+    # every reporter predicts, transforms (PCA, the autoencoder) or both
+    assert got.keys() == want.keys() and {"predict", "transform"} & got.keys()
     for method, value in want.items():
         np.testing.assert_array_equal(got[method], value, err_msg=method)
 
@@ -71,7 +74,7 @@ def assert_same(a, b, X):
 def test_every_savable_reporter_is_covered():
     savable = {name for name in registry() if capabilities(name).savable}
     assert savable == {"dec", "idec", "iic", "deepcluster", "aekmeans", "ccs", "scan", "temi",
-                       "turtle", "local_aggregation", "imsat", "dac"}
+                       "turtle", "local_aggregation", "imsat", "dac", "sae"}
     assert savable <= {name.split("-")[0] for name in FITS}
 
 
@@ -83,7 +86,8 @@ def test_round_trip_gives_identical_outputs(name, fitted, X, tmp_path):
     assert type(loaded) is type(model) and loaded is not model
     assert loaded.get_params() == model.get_params()
     assert_same(loaded, model, X)
-    np.testing.assert_array_equal(loaded.labels_, model.labels_)
+    if hasattr(model, "labels_"):  # the autoencoder has features, not clusters
+        np.testing.assert_array_equal(loaded.labels_, model.labels_)
     assert json.dumps(loaded.history_) == json.dumps(model.history_)  # NaN == NaN here
     assert load_reporter(path).get_params() == model.get_params()
     with safe_open(str(path), "np") as fh:  # weights are plain arrays, as on the CPU

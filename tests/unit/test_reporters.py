@@ -58,6 +58,7 @@ QUICK = {
                               device="cpu"),
     "imsat": dict(hidden=(16,), epochs=3, batch_size=64, device="cpu"),
     "dac": dict(hidden=(16,), epochs=3, n_neighbors=5, device="cpu"),
+    "sae": dict(n_latents=8, k=2, epochs=3, device="cpu"),
 }
 SEEDED_CLUSTERERS = sorted(n for n, cls in registry().items()
                            if capabilities(cls).kind == "clusterer" and capabilities(cls).seeded)
@@ -217,11 +218,11 @@ def test_every_registered_reporter_declares_what_it_is():
     assert {n for n, c in table.items() if c.kind == "clusterer"} == {
         "kmeans", "gmm", "agglomerative", "aekmeans", "dec", "idec", "iic", "deepcluster",
         "scan", "temi", "turtle", "local_aggregation", "imsat", "dac"}
-    assert {n for n, c in table.items() if c.kind == "transformer"} == {"pca"}
+    assert {n for n, c in table.items() if c.kind == "transformer"} == {"pca", "sae"}
     assert {n for n, c in table.items() if c.kind == "contrast"} == {"ccs"}
     assert {n for n, c in table.items() if c.cost == "trained"} == {
         "aekmeans", "dec", "idec", "iic", "deepcluster", "ccs", "scan", "temi", "turtle",
-        "local_aggregation", "imsat", "dac"}
+        "local_aggregation", "imsat", "dac", "sae"}
     assert {n for n, c in table.items() if c.cost == "quadratic"} == {"agglomerative"}
     assert {n for n, c in table.items() if not c.streams} == {"gmm", "agglomerative", "ccs"}
     assert table["pca"].k_param == "n_components" and table["ccs"].k_param is None

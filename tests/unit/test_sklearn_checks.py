@@ -7,7 +7,7 @@ from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from actclust.reporters import (CCS, DEC, GMM, IDEC, IIC, PCA, AEKMeans, Agglomerative,
                                 SCAN, TEMI, TURTLE, DeepCluster, KMeans, LocalAggregation,
-                                IMSAT, DAC, registry)
+                                IMSAT, DAC, SparseAutoencoder, registry)
 
 # scikit-learn sets n_clusters=1 in these checks; actclust refuses k=1 on purpose (one
 # cluster finds no structure, and a silent k=1 in a sweep file is a bug worth catching).
@@ -46,6 +46,7 @@ EXPECTED_FAILURES = {
     "IMSAT": K1_CHECKS,
     "DAC": K1_CHECKS,
     "PCA": {},
+    "SparseAutoencoder": {},
     "CCS": CCS_CHECKS,
 }
 
@@ -65,6 +66,7 @@ ESTIMATORS = [
                      random_state=0, device="cpu"),
     IMSAT(3, hidden=(8,), epochs=2, batch_size=16, random_state=0, device="cpu"),
     DAC(3, hidden=(16,), epochs=20, random_state=0, device="cpu"),
+    SparseAutoencoder(8, k=2, epochs=5, random_state=0, device="cpu"),
 ]
 
 
