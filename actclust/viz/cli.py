@@ -33,6 +33,13 @@ def add_command(subparsers) -> None:
     p.add_argument("--max-points", type=int, default=MAX_POINTS,
                    help=f"rows drawn per map, a random sample (default {MAX_POINTS:,})")
     p.add_argument("--no-dashboards", action="store_true", help="leave out the cluster pages")
+    concepts = p.add_mutually_exclusive_group()
+    concepts.add_argument("--concepts", action="store_true", default=None,
+                          help="include the Concepts section (default: for token stores)")
+    concepts.add_argument("--no-concepts", action="store_false", dest="concepts",
+                          help="leave out the Concepts section")
+    p.add_argument("--concept-k", type=int, default=400,
+                   help="clusters per layer in the Concepts section (default 400)")
     p.set_defaults(func=cmd_report)
 
 
@@ -44,11 +51,14 @@ def cmd_report(args) -> int:
     if not Path(args.store).is_dir():
         raise ActclustError(f"store {args.store} is not a directory; give the path that "
                             "`actclust capture --out` wrote")
+    if args.concept_k < 2:
+        raise ActclustError(f"--concept-k must be at least 2, got {args.concept_k}")
     if args.max_points < 3:
         raise ActclustError(f"--max-points must be at least 3, got {args.max_points}")
     check_output_file(args.out, "-o/--out", suffixes=(".html", ".htm"))  # before the maps and fits, not after
     path = write_report(args.store, args.results, args.out, label=args.label,
                         reporter=args.reporter, map_method=args.map,
-                        max_points=args.max_points, dashboards=not args.no_dashboards)
+                        max_points=args.max_points, dashboards=not args.no_dashboards,
+                        concepts=args.concepts, concept_k=args.concept_k)
     print(f"report: {path} ({path.stat().st_size / 2**20:.1f} MiB)")
     return 0

@@ -14,6 +14,7 @@ from ..store import open_store
 from ._common import check_results
 from .._util.schema import NOT_REPORTERS
 from .figures import METRIC_NAMES, PROBE, contingency_heatmap, layer_sweep, pick_label
+from .concepts_section import concepts_html, is_token_store
 from .maps import MAX_POINTS
 
 MAX_SWEEP_LABELS = 4
@@ -34,7 +35,8 @@ def default_label(store) -> str:
 def write_report(store, results=None, out="report.html", *, label: str | None = None,
                  reporter: str | None = None, n_clusters: int | None = None, seed: int = 0,
                  map_method: str = "umap", max_points: int = MAX_POINTS,
-                 dashboards: bool = True, title: str | None = None) -> Path:
+                 dashboards: bool = True, concepts: bool | None = None,
+                 concept_k: int = 400, title: str | None = None) -> Path:
     """Write one self-contained HTML report (plotly.js embedded; opens offline).
 
     It holds the run's provenance (model, dataset, layers and capture settings from the
@@ -58,6 +60,12 @@ def write_report(store, results=None, out="report.html", *, label: str | None = 
         max_points: at most this many rows per map, a uniform random sample that the map
             states.
         dashboards: include the cluster dashboards.
+        concepts: include the Concepts section: per layer, ``concept_k`` k-means clusters
+            and a sparse autoencoder's features aligned with every label
+            (:mod:`actclust.concepts`), the share aligned across layers, the last layer's
+            aligned clusters and its candidate novel features in context. Default: on for
+            a token store (``pool="none"``), where token-level labels give it concepts to
+            find; it costs a k-means fit and a short autoencoder fit per layer.
 
     Returns:
         The path of the report.
@@ -94,10 +102,11 @@ def write_report(store, results=None, out="report.html", *, label: str | None = 
     method = _pick_method(results, label, reporter)
     best, worst, score_name = _best_and_worst(results, label, method, store.layers)
 
-    sub = (f"{html.escape(store.model_name)} on {html.escape(store.manifest['dataset']['name'])}"
+    dataset_name = str(store.manifest.get("dataset", {}).get("name", "?"))
+    sub = (f"{html.escape(store.model_name)} on {html.escape(dataset_name)}"
            f" · {len(store):,} rows · {len(store.layers)} layers · label {html.escape(label)}")
     page = Page(title or f"actclust report: {store.model_name} on "
-                         f"{store.manifest['dataset']['name']}", sub)
+                         f"{dataset_name}", sub)
     page.section("provenance", "Provenance", _provenance(store, results, quick))
     page.section("comparison", "Comparison table", _comparison_tables(results, store.layers),
                  "mean ± sd over seeds; the best layer of each column in bold. Reporter "
@@ -148,6 +157,9 @@ def write_report(store, results=None, out="report.html", *, label: str | None = 
                          "share). "
                          f"Tokens and texts are shaded by membership: "
                          f"{html.escape(dash.strength_kind)}.")
+    if concepts or (concepts is None and is_token_store(store)):
+        body, note = concepts_html(page, store, store.layers, k=concept_k, seed=seed)
+        page.section("concepts", "Concepts", body, note)
     seconds = time.perf_counter() - started
     page.add(f'<p class="note">Written by actclust {_version()} in {seconds:.1f} s.</p>')
     return write_atomic(page.render(), out)
@@ -160,8 +172,10 @@ def _version() -> str:
 
 
 def _pick_method(results, label, reporter):
-    methods = [m for m in dict.fromkeys(results.loc[results["label"] == label, "method"])
-               if m not in NOT_REPORTERS]
+    # concept-alignment rows (metric concepts_*) name a clusterer that has no scores here
+    scored = results[(results["label"] == label)
+                     & ~results["metric"].astype(str).str.startswith("concepts_")]
+    methods = [m for m in dict.fromkeys(scored["method"]) if m not in NOT_REPORTERS]
     if reporter is not None:
         if reporter not in methods:
             raise ActclustError(f"results have no rows for reporter {reporter!r} on label "
@@ -241,7 +255,8 @@ def _structure_figures(est, page) -> str:
 
 def _provenance(store, results, quick) -> str:
     m = store.manifest
-    cap, ds, model = m["capture"], m["dataset"], m["model"]
+    # an imported store records less than a capture: what it lacks reads "?"
+    cap, ds, model = m.get("capture", {}), m.get("dataset", {}), m.get("model", {})
     shapes = ", ".join(f"{name} {'x'.join(map(str, info['shape'] or []))}"
                        for name, info in m["layers"].items())
     extra_ds = ", ".join(f"{k}={v}" for k, v in ds.items()
@@ -249,16 +264,17 @@ def _provenance(store, results, quick) -> str:
     methods = sorted(set(results["method"]))
     seeds = results.groupby("method")["seed"].nunique().to_dict()
     items = [
-        ("model", f"{model['name']} ({model.get('kind', '?')}"
+        ("model", f"{model.get('name', '?')} ({model.get('kind', '?')}"
                   + (f", {model['architecture']}" if model.get("architecture") else "")
                   + f", config {model.get('config_hash', '?')})"),
-        ("dataset", f"{ds['name']}: {ds.get('n_docs', '?')} documents, sha256 "
+        ("dataset", f"{ds.get('name', '?')}: {ds.get('n_docs', '?')} documents, sha256 "
                     f"{str(ds.get('fingerprint', '?'))[:12]}" + (f" ({extra_ds})" if extra_ds
                                                                   else "")),
-        ("capture", f"pool={cap['pool']}, dtype={cap['storage_dtype']}, max_length="
-                    f"{cap['max_length']}, exclude_special={cap['exclude_special']}, "
+        ("capture", f"pool={cap.get('pool', '?')}, dtype={cap.get('storage_dtype', '?')}, "
+                    f"max_length={cap.get('max_length', '?')}, "
+                    f"exclude_special={cap.get('exclude_special', '?')}, "
                     f"truncated_docs={cap.get('truncated_docs', 0)}"),
-        ("rows", f"{m['n_rows']:,}" + (" (one per token)" if cap["pool"] == "none"
+        ("rows", f"{m['n_rows']:,}" + (" (one per token)" if cap.get("pool") == "none"
                                        else " (one per document)")),
         ("layers", shapes),
         ("store", f"{store.root} · written by actclust {m['actclust_version']} on "

@@ -1,0 +1,72 @@
+"""The report's Concepts section on a small token store."""
+
+import re
+
+import numpy as np
+import pandas as pd
+
+from actclust.store import ActivationStore, StoreWriter
+from actclust.viz import write_report
+from actclust.viz.concepts_section import concept_k, layer_concepts, share_curve, shares
+from tests.unit.test_concepts import LAYER, token_store  # noqa: F401  (a fixture)
+
+
+def test_each_layer_aligns_clusters_and_features_with_the_same_labels(token_store):  # noqa: F811
+    found = layer_concepts(token_store, LAYER, k=12, labels=["pos", "sem"])
+    clusters, features = found["clusters"], found["features"]
+    assert clusters.k == 12
+    assert set(features["summary"]["label"]) == set(clusters.summary["label"]) == {
+        "pos", "sem", "any"}
+    # the animal words are one blob: some cluster and some latent align with sem=animal
+    for table in (clusters.table, features["table"]):
+        hits = table[(table["label"] == "sem") & table["aligned"]]
+        assert "animal" in set(hits["value"])
+    assert 0 <= features["metrics"]["fvu"] < 0.5 and features["metrics"]["l0"] > 0
+    long = shares({LAYER: found})
+    assert set(long["source"]) == {"clusters", "SAE features"}
+    fig = share_curve(long, [LAYER])
+    assert fig.layout.meta["labels"] == ["pos", "sem", "any"] and len(fig.data) == 6
+
+
+def test_the_report_holds_the_concepts_section_with_novel_rows_in_context(
+        token_store, tmp_path):  # noqa: F811
+    path = write_report(token_store, out=tmp_path / "r.html", label="pos", map_method="pca",
+                        dashboards=False, concepts=True, concept_k=12)
+    text = path.read_text()
+    section = text[text.index('id="concepts"'):]
+    assert "Aligned clusters of" in section and "Sparse autoencoder per layer" in section
+    # ah/oh/uh is a tight blob that no label explains: a novel candidate, its token in bold
+    novel = section[section.index("Candidate novel features"):]
+    assert re.search(r"<b>(ah|oh|uh)</b>", novel, re.IGNORECASE)
+
+
+def _token_store(root, pool):
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(40, 4)).astype(np.float32)
+    rows = pd.DataFrame({"doc_id": np.repeat(np.arange(10), 4), "position": np.tile(range(4), 10),
+                         "token": ["a", "b", "c", "d"] * 10, "kind": ["x", "y"] * 20})
+    docs = pd.DataFrame({"doc_id": np.arange(10), "text": ["a b c d"] * 10})
+    plan = [{"index": 0, "doc_start": 0, "doc_stop": 10, "rows": 40}]
+    with StoreWriter(root, {"model": {"name": "toy"}, "capture": {"pool": pool}}, plan, ["h"],
+                     docs, "float32") as w:
+        w.begin_shard(plan[0])
+        w.append({"h": X}, rows)
+        w.commit_shard()
+        w.finalize()
+    return ActivationStore(root)
+
+
+def test_the_section_is_on_by_default_for_token_stores_only(tmp_path):
+    tokens = _token_store(tmp_path / "t", "none")
+    pooled = _token_store(tmp_path / "p", "mean")
+    for store, expected in ((tokens, True), (pooled, False)):
+        path = write_report(store, out=tmp_path / f"{expected}.html", label="kind",
+                            map_method="pca", dashboards=False)
+        assert ('id="concepts"' in path.read_text()) is expected
+    path = write_report(tokens, out=tmp_path / "off.html", label="kind", map_method="pca",
+                        dashboards=False, concepts=False)
+    assert 'id="concepts"' not in path.read_text()
+
+
+def test_clusters_per_layer_shrink_with_the_layer():
+    assert concept_k(1_000_000) == 400 and concept_k(100) == 5 and concept_k(10) == 2
