@@ -10,26 +10,8 @@ from sklearn.base import BaseEstimator, ClusterMixin, TransformerMixin
 from sklearn.exceptions import ConvergenceWarning
 
 from ._base import Interval, StrOptions, fit_context, register
+from ._dec_nets import autoencoder, init_pca, linear_map, pretrain_layerwise
 from ._trainer import TrainedReporterMixin, Trainer, batches, degenerate, map_rows
-
-
-def _autoencoder(d_in: int, hidden: tuple, d_embed: int):
-    """Encoder d -> hidden... -> embed (ReLU between, linear embedding) and its mirror."""
-    from torch import nn
-
-    dims = [d_in, *hidden, d_embed]
-    enc = [nn.Linear(a, b) for a, b in zip(dims[:-1], dims[1:])]
-    dec = [nn.Linear(b, a) for a, b in zip(dims[:-1], dims[1:])][::-1]
-
-    def stack(layers):
-        mods = []
-        for i, layer in enumerate(layers):
-            mods.append(layer)
-            if i < len(layers) - 1:
-                mods.append(nn.ReLU())
-        return nn.Sequential(*mods)
-
-    return nn.ModuleDict({"encoder": stack(enc), "decoder": stack(dec)})
 
 
 def soft_assign(z, centers, alpha: float = 1.0):
@@ -112,7 +94,8 @@ class DEC(TrainedReporterMixin, ClusterMixin, TransformerMixin, BaseEstimator):
         **TrainedReporterMixin._parameter_constraints,
         "embed_dim": [Interval(Integral, 1, None, closed="left")],
         "hidden": ["array-like"],
-        "pretrain": [StrOptions({"end-to-end", "layerwise"})],
+        "pretrain": [StrOptions({"end-to-end", "layerwise", "none"})],
+        "init": [StrOptions({"embedding", "input"})],
         "pretrain_epochs": [Interval(Integral, 0, None, closed="left")],
         "pretrain_lr": [Interval(Real, 0, None, closed="neither")],
         "dropout": [Interval(Real, 0, 1, closed="left")],
@@ -127,14 +110,15 @@ class DEC(TrainedReporterMixin, ClusterMixin, TransformerMixin, BaseEstimator):
     }
 
     def __init__(self, n_clusters=10, *, embed_dim=10, hidden=(500, 500, 2000),
-                 pretrain="end-to-end", pretrain_epochs=50, pretrain_lr=1e-3, dropout=0.2,
-                 lr=0.01, momentum=0.9, max_updates=100, update_interval=None, tol=0.001,
+                 pretrain="end-to-end", init="embedding", pretrain_epochs=50,
+                 pretrain_lr=1e-3, dropout=0.2, lr=0.01, momentum=0.9, max_updates=100, update_interval=None, tol=0.001,
                  alpha=1.0, batch_size=256, n_init=20, memory_budget_gb=2.0, device="auto",
                  random_state=None, progress=False):
         self.n_clusters = n_clusters
         self.embed_dim = embed_dim
         self.hidden = hidden
         self.pretrain = pretrain
+        self.init = init
         self.pretrain_epochs = pretrain_epochs
         self.pretrain_lr = pretrain_lr
         self.dropout = dropout
@@ -157,8 +141,11 @@ class DEC(TrainedReporterMixin, ClusterMixin, TransformerMixin, BaseEstimator):
         X, seed, generator, self.device_, data = self._start_fit(X)
         module = self._build_module("module_").to(self.device_)
         trainer = Trainer(self.progress)
-        self._pretrain(trainer, module, data, generator)
-        self._init_centers(module, data, seed)
+        if self.pretrain == "none":
+            init_pca(module, data)
+        else:
+            self._pretrain(trainer, module, data, generator)
+        self._init_centers(module, X, data, seed)
         self._cluster(trainer, module, data, generator)
         self.history_ = trainer.history
         self.module_ = module.cpu().eval()
@@ -168,13 +155,24 @@ class DEC(TrainedReporterMixin, ClusterMixin, TransformerMixin, BaseEstimator):
         self._check_degenerate()
         return self
 
+    def _embed_width(self) -> int:
+        """``embed_dim``, or the input width where a linear map can give no more."""
+        if self.pretrain == "none":
+            return min(self.embed_dim, self.n_features_in_)
+        return self.embed_dim
+
     def _build_module(self, name):
-        """The autoencoder, with the centres as a parameter (filled in by k-means)."""
+        """The autoencoder (or, without pretraining, the linear map), with the centres as
+        a parameter (filled in by k-means)."""
         import torch
 
-        module = _autoencoder(self.n_features_in_, tuple(self.hidden), self.embed_dim)
+        width = self._embed_width()
+        if self.pretrain == "none":
+            module = linear_map(self.n_features_in_, width, self.keeps_decoder)
+        else:
+            module = autoencoder(self.n_features_in_, tuple(self.hidden), width)
         module.register_parameter(
-            "centers", torch.nn.Parameter(torch.zeros(self.n_clusters, self.embed_dim)))
+            "centers", torch.nn.Parameter(torch.zeros(self.n_clusters, width)))
         return module
 
     # -- phases -------------------------------------------------------------------------
@@ -182,7 +180,9 @@ class DEC(TrainedReporterMixin, ClusterMixin, TransformerMixin, BaseEstimator):
         import torch
 
         if self.pretrain == "layerwise":
-            self._pretrain_layerwise(trainer, module, data, generator)
+            pretrain_layerwise(trainer, module, data, generator, epochs=self.pretrain_epochs,
+                               batch_size=self.batch_size, dropout=self.dropout,
+                               lr=self.pretrain_lr)
         opt = torch.optim.Adam(list(module["encoder"].parameters())
                                + list(module["decoder"].parameters()), lr=self.pretrain_lr)
 
@@ -199,46 +199,9 @@ class DEC(TrainedReporterMixin, ClusterMixin, TransformerMixin, BaseEstimator):
         trainer.run(module, self.pretrain_epochs, epoch, name=f"{type(self).__name__} pretrain",
                     lr=self.pretrain_lr)
 
-    def _pretrain_layerwise(self, trainer, module, data, generator) -> None:
-        """Stacked denoising autoencoders: each encoder layer with its mirror decoder layer,
-        trained on the (frozen) output of the layers below, input corrupted by dropout.
-        Each batch goes through the frozen layers as it is drawn, so no layer's output is
-        ever held for all rows (a streamed store layer stays streamed)."""
-        import torch
-        from torch import nn
-
-        encoders = [m for m in module["encoder"] if isinstance(m, nn.Linear)]
-        decoders = [m for m in module["decoder"] if isinstance(m, nn.Linear)][::-1]
-
-        def below(batch, depth):
-            with torch.no_grad():
-                for enc in encoders[:depth]:
-                    batch = torch.relu(enc(batch))  # only the last encoder is linear
-            return batch
-
-        for depth, (enc, dec) in enumerate(zip(encoders, decoders)):
-            last = depth == len(encoders) - 1
-            params = list(enc.parameters()) + list(dec.parameters())
-            opt = torch.optim.Adam(params, lr=self.pretrain_lr)
-            pair = nn.ModuleList([enc, dec])
-
-            def denoising(idx, enc=enc, dec=dec, last=last, depth=depth):
-                clean = below(data[idx.to(data.device)], depth)
-                hidden = enc(nn.functional.dropout(clean, self.dropout))
-                hidden = hidden if last else torch.relu(hidden)
-                out = dec(nn.functional.dropout(hidden, self.dropout))
-                out = out if depth == 0 else torch.relu(out)
-                return nn.functional.mse_loss(out, clean)
-
-            def epoch(_, opt=opt, depth=depth, loss=denoising):
-                losses = trainer.run_batches(batches(len(data), self.batch_size, generator),
-                                             loss, opt)
-                return {"phase": f"pretrain layer {depth}", "loss": losses.mean(len(data))}
-
-            trainer.run(pair, self.pretrain_epochs, epoch, name=f"DEC layer {depth}",
-                        lr=self.pretrain_lr)
-
-    def _init_centers(self, module, data, seed) -> None:
+    def _init_centers(self, module, X, data, seed) -> None:
+        """k-means (``n_init`` runs) on the embeddings, or with ``init="input"`` on the
+        rows themselves, the centres then being each cluster's mean embedding."""
         import torch
 
         from .kmeans import KMeans
@@ -246,10 +209,18 @@ class DEC(TrainedReporterMixin, ClusterMixin, TransformerMixin, BaseEstimator):
         z = map_rows(module["encoder"], data)
         with warnings.catch_warnings():  # too few clusters is reported once, after fit
             warnings.simplefilter("ignore", ConvergenceWarning)
+            # the rows DEC trains on are X centred and divided by one number, which moves
+            # no k-means boundary, so X itself (array or store layer) serves
             km = KMeans(self.n_clusters, n_init=self.n_init, random_state=seed, device="cpu",
-                        max_points_per_centroid=None).fit(z)
+                        max_points_per_centroid=None).fit(z if self.init == "embedding" else X)
+        centers = km.cluster_centers_
+        if self.init == "input":
+            counts = np.bincount(km.labels_, minlength=self.n_clusters)[:, None]
+            sums = np.zeros((self.n_clusters, z.shape[1]))
+            np.add.at(sums, km.labels_, z)
+            centers = (sums / np.maximum(counts, 1)).astype(np.float32)
         with torch.no_grad():
-            module.centers.copy_(torch.from_numpy(km.cluster_centers_))
+            module.centers.copy_(torch.from_numpy(centers))
 
     def _cluster(self, trainer, module, data, generator) -> None:
         import torch
@@ -339,12 +310,12 @@ class IDEC(DEC):
                               "gamma": [Interval(Real, 0, None, closed="neither")]}
 
     def __init__(self, n_clusters=10, *, gamma=0.1, embed_dim=10, hidden=(500, 500, 2000),
-                 pretrain="end-to-end", pretrain_epochs=50, pretrain_lr=1e-3, dropout=0.2,
-                 lr=0.01, momentum=0.9, max_updates=100, update_interval=None, tol=0.001,
+                 pretrain="end-to-end", init="embedding", pretrain_epochs=50,
+                 pretrain_lr=1e-3, dropout=0.2, lr=0.01, momentum=0.9, max_updates=100, update_interval=None, tol=0.001,
                  alpha=1.0, batch_size=256, n_init=20, memory_budget_gb=2.0, device="auto",
                  random_state=None, progress=False):
         super().__init__(n_clusters, embed_dim=embed_dim, hidden=hidden, pretrain=pretrain,
-                         pretrain_epochs=pretrain_epochs, pretrain_lr=pretrain_lr,
+                         init=init, pretrain_epochs=pretrain_epochs, pretrain_lr=pretrain_lr,
                          dropout=dropout, lr=lr, momentum=momentum, max_updates=max_updates,
                          update_interval=update_interval, tol=tol, alpha=alpha,
                          batch_size=batch_size, n_init=n_init,
