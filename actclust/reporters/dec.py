@@ -9,9 +9,10 @@ import numpy as np
 from sklearn.base import BaseEstimator, ClusterMixin, TransformerMixin
 from sklearn.exceptions import ConvergenceWarning
 
-from ._base import Interval, StrOptions, fit_context, register
+from ._base import Interval, StrOptions, fit_context, is_layer_view, register
 from ._dec_nets import autoencoder, init_pca, linear_map, pretrain_layerwise
-from ._trainer import TrainedReporterMixin, Trainer, batches, degenerate, map_rows
+from ._trainer import (ROW_CHUNK, TrainedReporterMixin, Trainer, batches, degenerate,
+                       map_rows)
 
 
 def soft_assign(z, centers, alpha: float = 1.0):
@@ -226,21 +227,38 @@ class DEC(TrainedReporterMixin, ClusterMixin, TransformerMixin, BaseEstimator):
 
         from .kmeans import KMeans
 
-        z = map_rows(module["encoder"], data)
+        km = KMeans(self.n_clusters, n_init=self.n_init, random_state=seed, device="cpu",
+                    max_points_per_centroid=None)
         with warnings.catch_warnings():  # too few clusters is reported once, after fit
             warnings.simplefilter("ignore", ConvergenceWarning)
-            # the rows DEC trains on are X centred and divided by one number, which moves
-            # no k-means boundary, so X itself (array or store layer) serves
-            km = KMeans(self.n_clusters, n_init=self.n_init, random_state=seed, device="cpu",
-                        max_points_per_centroid=None).fit(z if self.init == "embedding" else X)
-        centers = km.cluster_centers_
-        if self.init == "input":
-            counts = np.bincount(km.labels_, minlength=self.n_clusters)[:, None]
-            sums = np.zeros((self.n_clusters, z.shape[1]))
-            np.add.at(sums, km.labels_, z)
-            centers = (sums / np.maximum(counts, 1)).astype(np.float32)
+            if self.init == "embedding":
+                centers = km.fit(map_rows(module["encoder"], data)).cluster_centers_
+            else:
+                centers = self._mean_embeddings(module, data, self._input_kmeans(km, X, seed))
         with torch.no_grad():
             module.centers.copy_(torch.from_numpy(centers))
+
+    def _input_kmeans(self, km, X, seed) -> np.ndarray:
+        """The k-means cluster of every row of ``X``. The rows DEC trains on are ``X``
+        centred and divided by one number, which moves no k-means boundary, so ``X``
+        itself serves. A streamed store layer is clustered on a seeded sample (256 rows
+        per cluster, or as many as the memory budget holds), then assigned in batches."""
+        if not is_layer_view(X):
+            return km.fit(X).labels_
+        n = X.shape[0]
+        cap = min(n, max(self.n_clusters * 256,
+                         int(self.memory_budget_gb * 2**30 // (4 * X.shape[1]))))
+        idx = np.sort(np.random.default_rng(seed).choice(n, size=cap, replace=False))
+        return km.fit(np.asarray(X[idx], dtype=np.float32)).predict(X)
+
+    def _mean_embeddings(self, module, data, labels) -> np.ndarray:
+        """Each cluster's mean embedding, summed chunk by chunk (no n x width array)."""
+        sums = np.zeros((self.n_clusters, module.centers.shape[1]))
+        for start in range(0, len(data), ROW_CHUNK):
+            z = map_rows(module["encoder"], data[start:start + ROW_CHUNK])
+            np.add.at(sums, labels[start:start + ROW_CHUNK], z)
+        counts = np.bincount(labels, minlength=self.n_clusters)[:, None]
+        return (sums / np.maximum(counts, 1)).astype(np.float32)
 
     def _cluster(self, trainer, module, data, generator) -> None:
         import torch
@@ -274,9 +292,9 @@ class DEC(TrainedReporterMixin, ClusterMixin, TransformerMixin, BaseEstimator):
             return loss
 
         def update(_):
-            with torch.no_grad():
-                z = torch.from_numpy(map_rows(module["encoder"], data)).to(data.device)
-                q = soft_assign(z, centers, self.alpha)
+            with torch.no_grad():  # chunk by chunk: never an n x width embedding
+                q = torch.from_numpy(map_rows(lambda rows: soft_assign(
+                    module["encoder"](rows), centers, self.alpha), data)).to(data.device)
                 p = target_distribution(q)
             labels = q.argmax(1).cpu().numpy()
             change = 1.0 if state["labels"] is None else \
