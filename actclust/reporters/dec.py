@@ -9,27 +9,10 @@ import numpy as np
 from sklearn.base import BaseEstimator, ClusterMixin, TransformerMixin
 from sklearn.exceptions import ConvergenceWarning
 
-from ._base import Interval, StrOptions, fit_context, register
-from ._trainer import TrainedReporterMixin, Trainer, batches, degenerate, map_rows
-
-
-def _autoencoder(d_in: int, hidden: tuple, d_embed: int):
-    """Encoder d -> hidden... -> embed (ReLU between, linear embedding) and its mirror."""
-    from torch import nn
-
-    dims = [d_in, *hidden, d_embed]
-    enc = [nn.Linear(a, b) for a, b in zip(dims[:-1], dims[1:])]
-    dec = [nn.Linear(b, a) for a, b in zip(dims[:-1], dims[1:])][::-1]
-
-    def stack(layers):
-        mods = []
-        for i, layer in enumerate(layers):
-            mods.append(layer)
-            if i < len(layers) - 1:
-                mods.append(nn.ReLU())
-        return nn.Sequential(*mods)
-
-    return nn.ModuleDict({"encoder": stack(enc), "decoder": stack(dec)})
+from ._base import Interval, StrOptions, fit_context, is_layer_view, register
+from ._dec_nets import autoencoder, init_pca, linear_map, pretrain_layerwise
+from ._trainer import (ROW_CHUNK, TrainedReporterMixin, Trainer, batches, degenerate,
+                       map_rows)
 
 
 def soft_assign(z, centers, alpha: float = 1.0):
@@ -51,27 +34,56 @@ def target_distribution(q):
 class DEC(TrainedReporterMixin, ClusterMixin, TransformerMixin, BaseEstimator):
     """Deep Embedded Clustering (Xie, Girshick & Farhadi, ICML 2016).
 
-    1. Pretrain an autoencoder ``d-500-500-2000-embed_dim`` (the paper's shape) on the
-       activations. ``pretrain="end-to-end"`` trains it whole with Adam;
-       ``"layerwise"`` first trains each layer pair as a denoising autoencoder (input
-       dropout ``dropout``), as the paper does, then fine-tunes end to end. Measured on
-       ``load_digits`` (pixels / 16, 3 seeds, 50 epochs per stage): end-to-end NMI
-       0.825 ± 0.002, accuracy 0.813 ± 0.011, 31 s per fit alone on 2 cores; layerwise
-       NMI 0.841 ± 0.036, accuracy 0.852 ± 0.047, about 3x the time. The layerwise mean
-       is higher but within one sd and far less stable, and it misses the one-minute budget,
-       so end-to-end is the default.
-    2. Initialise centres by k-means (``n_init`` runs) on the embeddings.
-    3. Train encoder and centres to minimise KL(P || Q), with Q the Student-t soft
+    1. Embed. ``pretrain="end-to-end"`` (default) trains an autoencoder
+       ``d-500-500-2000-embed_dim`` (the paper's shape) whole with Adam; ``"layerwise"``
+       first trains each layer pair as a denoising autoencoder (input dropout
+       ``dropout``), as the paper does, then fine-tunes end to end (on ``load_digits``,
+       3 seeds: NMI 0.841 ± 0.036 against 0.825 ± 0.002, within one sd, far less stable
+       and three times as slow). ``"none"`` trains no autoencoder: the embedding is a
+       linear map started at the projection on the top ``embed_dim`` principal axes of
+       the scaled rows (``embed_dim=None``: all of them, a rotation of the rows).
+    2. Initialise the centres by k-means (``n_init`` runs). ``init="input"`` (default)
+       runs it on the rows themselves and takes each cluster's mean embedding as its
+       centre; ``"embedding"`` (the paper's) runs it on the embeddings.
+    3. Train embedding and centres to minimise KL(P || Q), with Q the Student-t soft
        assignment (``alpha`` = 1) and P the sharpened target, recomputed on all rows
        every ``update_interval`` iterations (default: once per pass over the data; the
        paper used 140 iterations of 256 on MNIST). Stop when fewer than ``tol`` of the rows
        change cluster between two target updates (paper: 0.1%).
 
+    Why ``init="input"``: on MiniLM block 5 (topics) the paper's setting reached NMI
+    0.446 against k-means' 0.725, with NMI 0.355 against the sentence template: the
+    10-d autoencoder keeps the template, and k-means on its embedding starts from it.
+    Measured (NMI, 5 seeds unless a count follows; self-probe: the label-free
+    ``self_probe_accuracy`` of the clusters, mean over the four inputs, which chose the
+    defaults; CPU, 2 threads; docs/reporters/dec-idec.md has every setting tried)::
+
+        setting                       digits  digits-mlp  minilm-3  minilm-5       self-probe
+        KMeans(k), one run            0.734   0.913       0.034     0.556 ± 0.105  0.9709
+        KMeans(k, n_init=10)          0.743   0.938       0.024     0.725 ± 0.046  0.9731
+        DEC, the paper's setting      0.822   0.945       0.000     0.446 ± 0.028  0.9808
+        DEC, init="input" (default)   0.818   0.936       0.001     0.834 ± 0.071  0.9820
+        DEC, init="input", 32-d (3)   0.816   0.944       0.000     0.864 ± 0.047  0.9816
+        DEC, embed_dim=32 (3)         0.811   0.946       0.000     0.590 ± 0.161  0.9768
+        DEC, pretrain="none" (a)      0.745   0.937       0.028     0.765 ± 0.029  0.9744
+        IDEC, the paper's setting     0.744   0.942       0.010     0.361 ± 0.020  0.9504
+        IDEC, pretrain="none" (a)     0.745   0.938       0.029     0.765 ± 0.029  0.9744
+
+    (3): 3 seeds on digits and digits-mlp, 1 on minilm-3, 2 on minilm-5. (a): over the
+    input width (``embed_dim=None``); IDEC's default. Fit seconds on MiniLM block 5:
+    about 33 with the autoencoder, 2 without, k-means 4. A loss to k-means remains on
+    digits-mlp (0.936 ± 0.007 against 0.938 ± 0.001, within one sd); on MiniLM block 3
+    every setting finds the template, not the topic.
+
     Parameters:
         n_clusters: clusters, at least 2.
-        embed_dim: width of the embedding (paper: 10).
-        hidden: widths of the encoder's hidden layers (paper: 500, 500, 2000).
-        pretrain: ``"end-to-end"`` or ``"layerwise"`` (above).
+        embed_dim: width of the embedding (paper: 10); ``None``: the input width. With
+            ``pretrain="none"`` at most the input width (a wider one is the input width).
+        hidden: widths of the encoder's hidden layers (paper: 500, 500, 2000); unused
+            with ``pretrain="none"``.
+        pretrain: ``"end-to-end"``, ``"layerwise"`` or ``"none"`` (above).
+        init: where the k-means that places the centres runs: ``"input"`` (the rows)
+            or ``"embedding"`` (the paper's).
         pretrain_epochs: epochs of pretraining (per layer pair when layerwise).
         pretrain_lr: Adam's learning rate for pretraining.
         dropout: input dropout of the layerwise denoising autoencoders.
@@ -92,8 +104,9 @@ class DEC(TrainedReporterMixin, ClusterMixin, TransformerMixin, BaseEstimator):
     Attributes:
         labels_: cluster of each training row.
         cluster_centers_: the centres, in embedding space.
-        module_: the autoencoder, on CPU; its ``centers`` parameter holds the centres, so
-            restoring the module restores them too.
+        module_: the autoencoder (with ``pretrain="none"``: the linear map), on CPU; its
+            ``centers`` parameter holds the centres, so restoring the module restores
+            them too.
         history_: one dict per pretraining epoch and per target update (``phase``,
             ``loss``, ``delta_label``, ``largest_cluster``, ``degenerate``).
         n_iter_: target updates made.
@@ -104,15 +117,18 @@ class DEC(TrainedReporterMixin, ClusterMixin, TransformerMixin, BaseEstimator):
         >>> dec = DEC(3, hidden=(32,), embed_dim=3, pretrain_epochs=20, random_state=0)
         >>> dec.fit(X).cluster_centers_.shape
         (3, 3)
+        >>> DEC(3, pretrain="none", random_state=0).fit(X).transform(X[:2]).shape
+        (2, 10)
     """
 
     keeps_decoder = False  # IDEC trains on reconstruction + gamma * KL
 
     _parameter_constraints = {
         **TrainedReporterMixin._parameter_constraints,
-        "embed_dim": [Interval(Integral, 1, None, closed="left")],
+        "embed_dim": [None, Interval(Integral, 1, None, closed="left")],
         "hidden": ["array-like"],
-        "pretrain": [StrOptions({"end-to-end", "layerwise"})],
+        "pretrain": [StrOptions({"end-to-end", "layerwise", "none"})],
+        "init": [StrOptions({"embedding", "input"})],
         "pretrain_epochs": [Interval(Integral, 0, None, closed="left")],
         "pretrain_lr": [Interval(Real, 0, None, closed="neither")],
         "dropout": [Interval(Real, 0, 1, closed="left")],
@@ -127,14 +143,15 @@ class DEC(TrainedReporterMixin, ClusterMixin, TransformerMixin, BaseEstimator):
     }
 
     def __init__(self, n_clusters=10, *, embed_dim=10, hidden=(500, 500, 2000),
-                 pretrain="end-to-end", pretrain_epochs=50, pretrain_lr=1e-3, dropout=0.2,
-                 lr=0.01, momentum=0.9, max_updates=100, update_interval=None, tol=0.001,
-                 alpha=1.0, batch_size=256, n_init=20, memory_budget_gb=2.0, device="auto",
-                 random_state=None, progress=False):
+                 pretrain="end-to-end", init="input", pretrain_epochs=50, pretrain_lr=1e-3,
+                 dropout=0.2, lr=0.01, momentum=0.9, max_updates=100, update_interval=None,
+                 tol=0.001, alpha=1.0, batch_size=256, n_init=20, memory_budget_gb=2.0,
+                 device="auto", random_state=None, progress=False):
         self.n_clusters = n_clusters
         self.embed_dim = embed_dim
         self.hidden = hidden
         self.pretrain = pretrain
+        self.init = init
         self.pretrain_epochs = pretrain_epochs
         self.pretrain_lr = pretrain_lr
         self.dropout = dropout
@@ -157,8 +174,11 @@ class DEC(TrainedReporterMixin, ClusterMixin, TransformerMixin, BaseEstimator):
         X, seed, generator, self.device_, data = self._start_fit(X)
         module = self._build_module("module_").to(self.device_)
         trainer = Trainer(self.progress)
-        self._pretrain(trainer, module, data, generator)
-        self._init_centers(module, data, seed)
+        if self.pretrain == "none":
+            init_pca(module, data)
+        else:
+            self._pretrain(trainer, module, data, generator)
+        self._init_centers(module, X, data, seed)
         self._cluster(trainer, module, data, generator)
         self.history_ = trainer.history
         self.module_ = module.cpu().eval()
@@ -168,13 +188,27 @@ class DEC(TrainedReporterMixin, ClusterMixin, TransformerMixin, BaseEstimator):
         self._check_degenerate()
         return self
 
+    def _embed_width(self) -> int:
+        """``embed_dim``; the input width when it is ``None``, or when a linear map is
+        asked for more (it can give no more)."""
+        if self.embed_dim is None:
+            return self.n_features_in_
+        if self.pretrain == "none":
+            return min(self.embed_dim, self.n_features_in_)
+        return self.embed_dim
+
     def _build_module(self, name):
-        """The autoencoder, with the centres as a parameter (filled in by k-means)."""
+        """The autoencoder (or, without pretraining, the linear map), with the centres as
+        a parameter (filled in by k-means)."""
         import torch
 
-        module = _autoencoder(self.n_features_in_, tuple(self.hidden), self.embed_dim)
+        width = self._embed_width()
+        if self.pretrain == "none":
+            module = linear_map(self.n_features_in_, width, self.keeps_decoder)
+        else:
+            module = autoencoder(self.n_features_in_, tuple(self.hidden), width)
         module.register_parameter(
-            "centers", torch.nn.Parameter(torch.zeros(self.n_clusters, self.embed_dim)))
+            "centers", torch.nn.Parameter(torch.zeros(self.n_clusters, width)))
         return module
 
     # -- phases -------------------------------------------------------------------------
@@ -182,7 +216,9 @@ class DEC(TrainedReporterMixin, ClusterMixin, TransformerMixin, BaseEstimator):
         import torch
 
         if self.pretrain == "layerwise":
-            self._pretrain_layerwise(trainer, module, data, generator)
+            pretrain_layerwise(trainer, module, data, generator, epochs=self.pretrain_epochs,
+                               batch_size=self.batch_size, dropout=self.dropout,
+                               lr=self.pretrain_lr)
         opt = torch.optim.Adam(list(module["encoder"].parameters())
                                + list(module["decoder"].parameters()), lr=self.pretrain_lr)
 
@@ -199,57 +235,45 @@ class DEC(TrainedReporterMixin, ClusterMixin, TransformerMixin, BaseEstimator):
         trainer.run(module, self.pretrain_epochs, epoch, name=f"{type(self).__name__} pretrain",
                     lr=self.pretrain_lr)
 
-    def _pretrain_layerwise(self, trainer, module, data, generator) -> None:
-        """Stacked denoising autoencoders: each encoder layer with its mirror decoder layer,
-        trained on the (frozen) output of the layers below, input corrupted by dropout.
-        Each batch goes through the frozen layers as it is drawn, so no layer's output is
-        ever held for all rows (a streamed store layer stays streamed)."""
-        import torch
-        from torch import nn
-
-        encoders = [m for m in module["encoder"] if isinstance(m, nn.Linear)]
-        decoders = [m for m in module["decoder"] if isinstance(m, nn.Linear)][::-1]
-
-        def below(batch, depth):
-            with torch.no_grad():
-                for enc in encoders[:depth]:
-                    batch = torch.relu(enc(batch))  # only the last encoder is linear
-            return batch
-
-        for depth, (enc, dec) in enumerate(zip(encoders, decoders)):
-            last = depth == len(encoders) - 1
-            params = list(enc.parameters()) + list(dec.parameters())
-            opt = torch.optim.Adam(params, lr=self.pretrain_lr)
-            pair = nn.ModuleList([enc, dec])
-
-            def denoising(idx, enc=enc, dec=dec, last=last, depth=depth):
-                clean = below(data[idx.to(data.device)], depth)
-                hidden = enc(nn.functional.dropout(clean, self.dropout))
-                hidden = hidden if last else torch.relu(hidden)
-                out = dec(nn.functional.dropout(hidden, self.dropout))
-                out = out if depth == 0 else torch.relu(out)
-                return nn.functional.mse_loss(out, clean)
-
-            def epoch(_, opt=opt, depth=depth, loss=denoising):
-                losses = trainer.run_batches(batches(len(data), self.batch_size, generator),
-                                             loss, opt)
-                return {"phase": f"pretrain layer {depth}", "loss": losses.mean(len(data))}
-
-            trainer.run(pair, self.pretrain_epochs, epoch, name=f"DEC layer {depth}",
-                        lr=self.pretrain_lr)
-
-    def _init_centers(self, module, data, seed) -> None:
+    def _init_centers(self, module, X, data, seed) -> None:
+        """k-means (``n_init`` runs) on the embeddings, or with ``init="input"`` on the
+        rows themselves, the centres then being each cluster's mean embedding."""
         import torch
 
         from .kmeans import KMeans
 
-        z = map_rows(module["encoder"], data)
+        km = KMeans(self.n_clusters, n_init=self.n_init, random_state=seed, device="cpu",
+                    max_points_per_centroid=None)
         with warnings.catch_warnings():  # too few clusters is reported once, after fit
             warnings.simplefilter("ignore", ConvergenceWarning)
-            km = KMeans(self.n_clusters, n_init=self.n_init, random_state=seed, device="cpu",
-                        max_points_per_centroid=None).fit(z)
+            if self.init == "embedding":
+                centers = km.fit(map_rows(module["encoder"], data)).cluster_centers_
+            else:
+                centers = self._mean_embeddings(module, data, self._input_kmeans(km, X, seed))
         with torch.no_grad():
-            module.centers.copy_(torch.from_numpy(km.cluster_centers_))
+            module.centers.copy_(torch.from_numpy(centers))
+
+    def _input_kmeans(self, km, X, seed) -> np.ndarray:
+        """The k-means cluster of every row of ``X``. The rows DEC trains on are ``X``
+        centred and divided by one number, which moves no k-means boundary, so ``X``
+        itself serves. A streamed store layer is clustered on a seeded sample (256 rows
+        per cluster, or as many as the memory budget holds), then assigned in batches."""
+        if not is_layer_view(X):
+            return km.fit(X).labels_
+        n = X.shape[0]
+        cap = min(n, max(self.n_clusters * 256,
+                         int(self.memory_budget_gb * 2**30 // (4 * X.shape[1]))))
+        idx = np.sort(np.random.default_rng(seed).choice(n, size=cap, replace=False))
+        return km.fit(np.asarray(X[idx], dtype=np.float32)).predict(X)
+
+    def _mean_embeddings(self, module, data, labels) -> np.ndarray:
+        """Each cluster's mean embedding, summed chunk by chunk (no n x width array)."""
+        sums = np.zeros((self.n_clusters, module.centers.shape[1]))
+        for start in range(0, len(data), ROW_CHUNK):
+            z = map_rows(module["encoder"], data[start:start + ROW_CHUNK])
+            np.add.at(sums, labels[start:start + ROW_CHUNK], z)
+        counts = np.bincount(labels, minlength=self.n_clusters)[:, None]
+        return (sums / np.maximum(counts, 1)).astype(np.float32)
 
     def _cluster(self, trainer, module, data, generator) -> None:
         import torch
@@ -283,9 +307,9 @@ class DEC(TrainedReporterMixin, ClusterMixin, TransformerMixin, BaseEstimator):
             return loss
 
         def update(_):
-            with torch.no_grad():
-                z = torch.from_numpy(map_rows(module["encoder"], data)).to(data.device)
-                q = soft_assign(z, centers, self.alpha)
+            with torch.no_grad():  # chunk by chunk: never an n x width embedding
+                q = torch.from_numpy(map_rows(lambda rows: soft_assign(
+                    module["encoder"](rows), centers, self.alpha), data)).to(data.device)
                 p = target_distribution(q)
             labels = q.argmax(1).cpu().numpy()
             change = 1.0 if state["labels"] is None else \
@@ -326,25 +350,38 @@ class IDEC(DEC):
 
     The clustering phase minimises ``reconstruction + gamma * KL(P || Q)`` (paper:
     ``gamma`` = 0.1), so the embedding keeps the local structure the autoencoder learned
-    instead of being free to distort it. Everything else is :class:`DEC`.
+    instead of being free to distort it. With ``pretrain="none"`` the decoder is the
+    transpose of the linear map (the best linear reconstruction to start from).
+    Everything else is :class:`DEC`.
+
+    The defaults differ from DEC's: ``pretrain="none"``, ``embed_dim=None`` (the linear
+    map over the whole input width). The reconstruction holds the embedding to the
+    structure that dominates the rows, on MiniLM the sentence template: the paper's
+    setting reached NMI 0.361 on block 5 (k-means 0.725), ``init="input"`` 0.690, ten PCA
+    dimensions 0.575. Over the whole input width nothing has to be reconstructed away;
+    the Student-t assignment is then nearly flat, self-training stops after one pass,
+    and IDEC is k-means with ``n_init`` runs (0.765 on block 5; self-probe 0.9744 over
+    the four inputs of :class:`DEC`'s table, the highest IDEC setting, against 0.9504 for
+    the paper's). On these inputs the reconstruction term does not help; the paper's
+    setting (``pretrain="end-to-end", embed_dim=10, init="embedding"``) stays available.
 
     Example:
         >>> from sklearn.datasets import make_blobs
         >>> X, y = make_blobs(300, centers=3, n_features=10, random_state=0)
-        >>> IDEC(3, hidden=(32,), embed_dim=3, pretrain_epochs=20, random_state=0).fit(X).gamma
-        0.1
+        >>> IDEC(3, random_state=0).fit(X).cluster_centers_.shape
+        (3, 10)
     """
 
     _parameter_constraints = {**DEC._parameter_constraints,
                               "gamma": [Interval(Real, 0, None, closed="neither")]}
 
-    def __init__(self, n_clusters=10, *, gamma=0.1, embed_dim=10, hidden=(500, 500, 2000),
-                 pretrain="end-to-end", pretrain_epochs=50, pretrain_lr=1e-3, dropout=0.2,
-                 lr=0.01, momentum=0.9, max_updates=100, update_interval=None, tol=0.001,
-                 alpha=1.0, batch_size=256, n_init=20, memory_budget_gb=2.0, device="auto",
-                 random_state=None, progress=False):
+    def __init__(self, n_clusters=10, *, gamma=0.1, embed_dim=None, hidden=(500, 500, 2000),
+                 pretrain="none", init="input", pretrain_epochs=50, pretrain_lr=1e-3,
+                 dropout=0.2, lr=0.01, momentum=0.9, max_updates=100, update_interval=None,
+                 tol=0.001, alpha=1.0, batch_size=256, n_init=20, memory_budget_gb=2.0,
+                 device="auto", random_state=None, progress=False):
         super().__init__(n_clusters, embed_dim=embed_dim, hidden=hidden, pretrain=pretrain,
-                         pretrain_epochs=pretrain_epochs, pretrain_lr=pretrain_lr,
+                         init=init, pretrain_epochs=pretrain_epochs, pretrain_lr=pretrain_lr,
                          dropout=dropout, lr=lr, momentum=momentum, max_updates=max_updates,
                          update_interval=update_interval, tol=tol, alpha=alpha,
                          batch_size=batch_size, n_init=n_init,
