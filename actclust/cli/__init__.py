@@ -268,6 +268,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_report_command(sub)
     add_sweep_command(sub)
+
+    from .import_command import add_command as add_import_command
+    add_import_command(sub)
+
     for command in sub.choices.values():  # `actclust fit ... --debug` works too
         command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
                              help=argparse.SUPPRESS)
