@@ -161,7 +161,7 @@ class _DatasetColumn:
 
     def _block(self, lo: int, hi: int) -> np.ndarray:
         values = self.ds[lo:hi][self.column]
-        if isinstance(values, list) or getattr(values, "dtype", None) is np.dtype(object):
+        if isinstance(values, list) or getattr(getattr(values, "dtype", None), "kind", "") == "O":
             try:
                 values = np.stack([np.asarray(v) for v in values])
             except ValueError:

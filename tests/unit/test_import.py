@@ -490,6 +490,10 @@ def test_the_coming_from_transformerlens_page_runs(tiny_models, tmp_path, monkey
         put_in_hf_cache(cache, repo_id, tiny_models["gpt2"])  # small and random, offline
     monkeypatch.setenv("HF_HUB_CACHE", str(cache))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    import huggingface_hub
+
+    # read when huggingface_hub was imported; transformers (under TransformerLens) uses it
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
     work = tmp_path / "work"
     work.mkdir()
     monkeypatch.chdir(work)
