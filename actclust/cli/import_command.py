@@ -39,13 +39,20 @@ def add_command(sub) -> None:
 
 
 def cmd_import(args) -> int:
+    import sys
+
+    from . import EXIT_INTERRUPTED
     from ..store.import_files import import_files
     from ..store.importing import DEFAULT_SHARD_ROWS
 
-    store = import_files(args.files, args.out, layer_names=args.layer, rows=args.rows,
-                         docs=args.docs, column=args.column, dtype=args.dtype,
-                         shard_rows=args.shard_rows or DEFAULT_SHARD_ROWS,
-                         overwrite=args.overwrite, model=args.model, dataset=args.dataset,
-                         progress=not args.quiet)
+    try:
+        store = import_files(args.files, args.out, layer_names=args.layer, rows=args.rows,
+                             docs=args.docs, column=args.column, dtype=args.dtype,
+                             shard_rows=args.shard_rows or DEFAULT_SHARD_ROWS,
+                             overwrite=args.overwrite, model=args.model,
+                             dataset=args.dataset, progress=not args.quiet)
+    except KeyboardInterrupt:  # an import keeps nothing: there is nothing to resume
+        print("actclust: interrupted; what the import had written was removed", file=sys.stderr)
+        return EXIT_INTERRUPTED
     print(f"wrote {len(store)} rows x {len(store.layers)} layers to {store.root}")
     return 0

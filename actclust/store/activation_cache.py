@@ -120,7 +120,11 @@ def from_activation_cache(cache, tokens, out, *, names=None, tokenizer=None, tex
         texts: one text per sequence, stored as the documents' ``text``.
         labels: document labels: a DataFrame or a dict of column -> one value per sequence.
         model: the model (its ``cfg.model_name`` and tokenizer are used) or its name.
-        dataset, dtype, shard_rows, overwrite, progress: as in :func:`from_arrays`.
+        dataset: the dataset's name, recorded in the manifest.
+        dtype: storage dtype: ``"float32"``, ``"float16"`` or ``"bfloat16"``.
+        shard_rows: rows per shard file.
+        overwrite: replace an existing store at ``out``.
+        progress: show a progress bar.
 
     Rows are one per (sequence, position): ``doc_id`` is the sequence's index in the batch,
     with ``position``, ``token_id`` and, given a tokenizer, ``token``. Padding positions
