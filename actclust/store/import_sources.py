@@ -149,13 +149,17 @@ class ArraySource:
                                 "floating-point activations")
 
     def read(self, n: int, at: int, dtype: str) -> np.ndarray:
-        rows = to_rows(self.array[at:at + n], self.name, dtype).reshape(n, -1) \
+        rows = to_rows(self.array[at:at + n], self.name, dtype) \
             if n else np.zeros((0, self.width), fmt.STORAGE_DTYPES[dtype])
         if len(rows) != n:
             raise ActclustError(f"layer {self.name!r} gave {len(rows)} rows at row {at}, "
                                 f"{n} expected: its length changed while importing")
         base = self.array.array if isinstance(self.array, TokenRows) else self.array
         if isinstance(base, np.memmap):
+            # The writer gets a copy, so the file's pages can go now: a file larger than
+            # memory passes through with one chunk resident, not the whole file.
+            if np.may_share_memory(rows, base):
+                rows = rows.copy()
             scale = self.array.positions if isinstance(self.array, TokenRows) else 1
             _release(base, at // scale, -(-(at + n) // scale))
         return rows

@@ -200,6 +200,44 @@ def test_a_memmap_larger_than_a_shard_is_read_a_shard_at_a_time(tmp_path, monkey
     assert len(store.manifest["plan"]) == n // shard
 
 
+def mapped_rss_kib(path) -> int:
+    """Resident KiB of this process's memory maps of ``path`` (``/proc/self/smaps``)."""
+    total, inside = 0, False
+    for line in Path("/proc/self/smaps").read_text().splitlines():
+        if re.match(r"^[0-9a-f]+-[0-9a-f]+ ", line):
+            inside = line.endswith(str(path))
+        elif inside and line.startswith("Rss:"):
+            total += int(line.split()[1])
+    return total
+
+
+@pytest.mark.skipif(not Path("/proc/self/smaps").exists(), reason="needs /proc/self/smaps")
+def test_a_npy_larger_than_memory_keeps_one_chunk_of_it_resident(tmp_path, monkeypatch):
+    """The pages of the memory map are given back as the import goes: a file larger than
+    memory passes through with about one chunk of it resident, not all of it."""
+    from actclust.store import import_sources
+
+    n, width, chunk = 16_384, 1024, 1024  # a 64 MiB file read 4 MiB at a time
+    path = tmp_path / "big.npy"
+    mm = np.lib.format.open_memmap(path, "w+", np.float32, (n, width))
+    mm[:] = np.arange(n, dtype=np.float32)[:, None]
+    mm.flush()
+    del mm
+    monkeypatch.setattr(importing, "CHUNK_BYTES", chunk * width * 12)
+    resident = []
+    release = import_sources._release
+
+    def spy(array, lo, hi):
+        resident.append(mapped_rss_kib(path))  # the chunks before this one, written
+        release(array, lo, hi)
+
+    monkeypatch.setattr(import_sources, "_release", spy)
+    store = import_files([path], tmp_path / "s", progress=False)
+    assert len(resident) == n // chunk and store.layer("big")[n - 1][0] == n - 1
+    chunk_kib = chunk * width * 4 // 1024
+    assert max(resident) <= 2 * chunk_kib, f"{max(resident)} KiB of the file resident"
+
+
 # ---------------------------------------------------------------- files
 
 
