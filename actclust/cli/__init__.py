@@ -263,6 +263,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="capture again even if OUT holds a store with other settings")
     p.set_defaults(func=c.cmd_demo)
 
+    from .import_command import add_command as add_import_command
+    add_import_command(sub)
+
     from ..sweep import add_command as add_sweep_command
     from ..viz.cli import add_command as add_report_command
 
