@@ -123,7 +123,12 @@ def explore(store, layer: str, *, clusters=None, label=None, method: str = "pca"
     Args:
         store: an :class:`~actclust.ActivationStore` (or its path).
         layer: the layer to map.
-        clusters, label, method, max_points, random_state: as :func:`layer_map`.
+        clusters: one cluster id per row, or a reporter fitted on the layer (as
+            :func:`layer_map`).
+        label: a label column (or one value per row) to colour by.
+        method: ``"pca"`` (default, fast) or ``"umap"``.
+        max_points: at most this many rows drawn, a uniform random sample.
+        random_state: the sample's and the map's seed.
 
     Example:
         >>> from actclust.viz import explore          # doctest: +SKIP
