@@ -145,6 +145,17 @@ class TrainedReporterMixin(TorchReporterMixin):
         distinct clusters than ``n_clusters``."""
         warn_fewer_clusters(self, self.labels_, self.n_clusters, self.collapse_hint)
 
+    def _checked_rows(self, X):
+        """``(X, streamed)``: a store layer larger than ``memory_budget_gb`` stays as it is,
+        to be streamed; anything else is checked and made a float32 array."""
+        streamed = is_layer_view(X) and len(X.shape) == 2 and \
+            X.shape[0] * X.shape[1] * 4 > self.memory_budget_gb * 2**30
+        if streamed:
+            self.n_features_in_ = X.shape[1]
+        else:
+            X = check_data(self, X).astype(np.float32)
+        return X, streamed
+
     def _start_fit(self, X, per_column: bool = False, scale: bool = True):
         """Validate ``X``, seed torch, choose the device and scale the rows (``scale=False``
         keeps them as they are, for a backbone taken from the studied model).
@@ -158,12 +169,7 @@ class TrainedReporterMixin(TorchReporterMixin):
 
         from .._util.devices import resolve_device
 
-        streamed = is_layer_view(X) and len(X.shape) == 2 and \
-            X.shape[0] * X.shape[1] * 4 > self.memory_budget_gb * 2**30
-        if streamed:
-            self.n_features_in_ = X.shape[1]
-        else:
-            X = check_data(self, X).astype(np.float32)
+        X, streamed = self._checked_rows(X)
         check_n_clusters(self, X.shape[0], self.n_clusters)
         seed = seed_from(self.random_state)
         generator = seed_everything(seed)

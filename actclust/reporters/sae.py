@@ -185,12 +185,7 @@ class SparseAutoencoder(TrainedReporterMixin, TransformerMixin, BaseEstimator):
 
         from .._util.devices import resolve_device
 
-        streamed = is_layer_view(X) and len(X.shape) == 2 and \
-            X.shape[0] * X.shape[1] * 4 > self.memory_budget_gb * 2**30
-        if streamed:
-            self.n_features_in_ = X.shape[1]
-        else:
-            X = check_data(self, X).astype(np.float32)
+        X, streamed = self._checked_rows(X)
         d = X.shape[1]
         seed = seed_from(self.random_state)
         generator = seed_everything(seed)
