@@ -344,6 +344,8 @@ def markdown(results: dict, ccs: dict, seeds: int) -> str:
             lines.append(f"| {layer} | {pm(rec['ccs'])} | {pm(rec['probe'])} | "
                          f"{pm(rec['seconds'], 1)} |")
         lines.append("")
+    if CONCEPTS:  # written by benchmarks/concepts.py, which has its own, longer run
+        lines += [CONCEPTS, ""]
     lines += ["## Reading", "", *facts(results), "", READING]
     return "\n".join(lines) + "\n"
 
@@ -372,6 +374,8 @@ def facts(results: dict) -> list[str]:
 
 READING = (Path(__file__).with_name("quality_reading.md").read_text()
            if Path(__file__).with_name("quality_reading.md").exists() else "")
+CONCEPTS = (Path(__file__).with_name("concepts_results.md").read_text().strip()
+            if Path(__file__).with_name("concepts_results.md").exists() else "")
 
 
 def main() -> None:
