@@ -16,6 +16,7 @@ import pandas as pd
 
 # compare.RESULT_COLUMNS stays public
 from ._util.schema import NEIGHBOUR_METHOD, PROBE_METHOD, RESULT_COLUMNS  # noqa: F401
+from .concepts import feature_scores, is_feature_reporter
 from .errors import ActclustError
 from .label_free import cluster_balance, knn_purity, self_probe_accuracy
 from .metrics import cluster_scores
@@ -110,7 +111,7 @@ def compare(store, labels: Union[str, Sequence[str]], layers=None,
             bar.set_postfix_str(f"{layer} neighbours")
             records += _score_neighbours(view, layer, targets, n_neighbors, seeds[0])
         for name, base in estimators:
-            if candidates:
+            if candidates and not is_feature_reporter(base):
                 bar.set_postfix_str(f"{layer} {name} choosing k")
                 records += _score_auto(view, layer, name, base, seeds, targets, candidates,
                                        label_free, bar)
@@ -245,7 +246,7 @@ def reporter_for(reporter, name: Optional[str] = None):
     if kind == "contrast":
         raise ActclustError(f"reporter {name!r} needs contrast pairs, not one layer (see "
                             "actclust.reporters.contrast_pairs); fit it in Python")
-    if kind != "clusterer":
+    if kind != "clusterer" and not is_feature_reporter(est):
         raise ActclustError(f"reporter {name!r} does not cluster, so it has no clusters to "
                             "compare with labels; use a clustering reporter")
     return name, est
@@ -274,6 +275,8 @@ def _probe_groups(store, group_column):
 
 def _score_reporter(view, layer, name, base, seed, targets, n_clusters,
                     label_free=True) -> list:
+    if is_feature_reporter(base):  # features (a sparse autoencoder), not clusters
+        return feature_scores(base, view, layer, name, seed, targets)
     records = []
     fitted_k: dict = {}
     for label, y in targets.items():

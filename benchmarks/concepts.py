@@ -28,7 +28,7 @@ import torch
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import actclust  # noqa: E402
-from actclust.concepts import align, concept_table, summarise  # noqa: E402
+from actclust.concepts import align, concept_table, feature_groups, summarise  # noqa: E402
 from actclust.reporters import SparseAutoencoder  # noqa: E402
 
 LAYERS = [f"blocks.{i}.hook_out" for i in range(6)]
@@ -72,7 +72,7 @@ def main():
         start = time.perf_counter()
         sae = SparseAutoencoder(epochs=args.sae_epochs, random_state=0).fit(view)
         sae_seconds = time.perf_counter() - start
-        groups = {i: r for i, r in enumerate(sae.top_rows(view, n_rows=50)) if len(r)}
+        groups = feature_groups(sae, view, 50)
         features = summarise(align(groups, rows, labels))
         for source, summary in (("clusters", result.summary), ("SAE", features)):
             for r in summary.itertuples():
@@ -96,7 +96,8 @@ def main():
         f"with each label (ConceptX's rule: at least 90 % of a group's labelled rows carry "
         f"one value, at most 40 % unknown): K={args.k} k-means clusters (seed 0), and the "
         f"{sae.n_latents_} latents of a TopK sparse autoencoder (k=32, {args.sae_epochs} "
-        "epochs, seed 0), each latent's 50 top-activating rows taken as its group.", "",
+        "epochs, seed 0), each latent's 50 top-activating rows taken as its group (latents "
+        "firing on fewer than 10 rows left out).", "",
         "| label | kind | groups | " + " | ".join(f"block {i}" for i in range(6)) + " |",
         "|---|---|---|" + "---|" * 6]
     for (label, source), values in table.iterrows():

@@ -173,6 +173,12 @@ def cmd_fit(args) -> int:
     from ..reporters import configure
 
     reporter_for(model)  # refuses a reporter that does not cluster
+    from ..concepts import is_feature_reporter
+
+    if is_feature_reporter(model):
+        raise ActclustError(f"{name} finds features, not clusters, so `fit` has no cluster "
+                            "per row to score; use `actclust compare --reporters "
+                            f"{name}` (FVU, L0, dead share and each label's aligned share)")
     configure(model, n_clusters=k, seed=args.seed).fit(view)
     found = model.labels_
     sizes = np.bincount(found, minlength=k)

@@ -22,9 +22,11 @@ Example:
 
 from ._align import (ALIGN_COLUMNS, ANY_LABEL, UNKNOWN_VALUES, align, choose_label_columns,
                      summarise, to_results, unknown_mask)
+from ._features import feature_groups, feature_scores, is_feature_reporter
 from ._novel import coherence, examples, in_context, novel_candidates
 from ._table import ConceptResult, concept_table
 
 __all__ = ["align", "summarise", "to_results", "choose_label_columns", "unknown_mask",
            "coherence", "novel_candidates", "examples", "in_context",
-           "concept_table", "ConceptResult", "ALIGN_COLUMNS", "ANY_LABEL", "UNKNOWN_VALUES"]
+           "concept_table", "ConceptResult", "feature_scores", "is_feature_reporter",
+           "feature_groups", "ALIGN_COLUMNS", "ANY_LABEL", "UNKNOWN_VALUES"]

@@ -40,7 +40,7 @@ def layer_concepts(store, layer: str, *, k: int = MAX_K, seed: int = 0, features
     """One layer's concept tables: ``clusters`` (a :class:`~actclust.concepts.ConceptResult`)
     and, with ``features``, ``features`` (the sparse autoencoder's alignment table and
     summary, and its fit's FVU, L0 and dead share)."""
-    from ..concepts import align, concept_table, summarise
+    from ..concepts import align, concept_table, feature_groups, summarise
 
     view = store.layer(layer)
     found = {"clusters": concept_table(store, layer, k=concept_k(len(view), k), labels=labels,
@@ -55,7 +55,7 @@ def layer_concepts(store, layer: str, *, k: int = MAX_K, seed: int = 0, features
         sae = SparseAutoencoder(k=min(32, width), epochs=SAE_EPOCHS,
                                 random_state=seed).fit(view)
         groups = {f"latent {i}": rows for i, rows in
-                  enumerate(sae.top_rows(view, n_rows=SAE_TOP_ROWS)) if len(rows)}
+                  feature_groups(sae, view, SAE_TOP_ROWS).items()}
         table = align(groups, store.rows[columns], columns)
         found["features"] = {"table": table, "summary": summarise(table),
                              "metrics": {"fvu": sae.fvu_, "l0": sae.l0_,
@@ -170,7 +170,8 @@ def concepts_html(page, store, layers: list, *, k: int = MAX_K, seed: int = 0,
             f"with a label when at least {result.theta:.0%} of its labelled rows share one "
             f"value and at most {result.max_unknown:.0%} are unknown (ConceptX's rule). "
             + (f"Sparse autoencoder: {SAE_EPOCHS} epochs, each latent's {SAE_TOP_ROWS} "
-               "top-activating rows aligned like a cluster. " if features else "")
+               "top-activating rows aligned like a cluster (latents firing on fewer than 10 "
+               "rows left out). " if features else "")
             + "Novel candidates are aligned with no label, ranked by tightness and by how "
             "well a linear probe separates them from the rest.")
     return body, note

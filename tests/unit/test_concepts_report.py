@@ -70,3 +70,35 @@ def test_the_section_is_on_by_default_for_token_stores_only(tmp_path):
 
 def test_clusters_per_layer_shrink_with_the_layer():
     assert concept_k(1_000_000) == 400 and concept_k(100) == 5 and concept_k(10) == 2
+
+
+def test_compare_scores_a_sparse_autoencoders_features_against_each_label(token_store):  # noqa: F811
+    from actclust.compare import compare
+    from actclust.reporters import SparseAutoencoder
+
+    table = compare(token_store, ["sem", "pos"], reporters={
+        "sae": SparseAutoencoder(k=4, epochs=20)}, seeds=2, probes=False, label_free=False,
+        progress=False)
+    sae = table[table["method"] == "sae"]
+    assert set(sae["metric"]) == {"concepts_aligned_share", "concepts_row_coverage", "fvu",
+                                  "l0", "dead_fraction", "fit_seconds"}
+    assert set(sae["seed"]) == {0, 1} and set(sae["label"]) == {"sem", "pos"}
+    share = sae[sae["metric"] == "concepts_aligned_share"].groupby("label")["value"].mean()
+    assert 0 < share["sem"] <= 1 and 0 < share["pos"] <= 1  # the animal blob is one class
+    # a label drawn at random per row: no latent's top rows agree on it
+    from actclust.concepts import feature_scores
+
+    noise = np.random.default_rng(1).choice(["p", "q", "r"], len(token_store))
+    rows = feature_scores(SparseAutoencoder(k=4, epochs=20), token_store.layer(LAYER), LAYER,
+                          "sae", 0, {"noise": noise})
+    assert [r["value"] for r in rows if r["metric"] == "concepts_aligned_share"] == [0.0]
+    assert (sae.loc[sae["metric"] == "l0", "value"] <= 4).all()
+    assert (sae.loc[sae["metric"] == "fvu", "value"] < 1).all()
+
+
+def test_fit_refuses_a_feature_reporter_with_a_pointer_to_compare(token_store, capsys):  # noqa: F811
+    from actclust.cli import main
+
+    assert main(["fit", str(token_store.root), "--layer", LAYER, "--reporter", "sae",
+                 "--n-clusters", "3"]) == 2
+    assert "use `actclust compare --reporters sae`" in capsys.readouterr().err
