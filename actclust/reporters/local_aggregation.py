@@ -3,6 +3,7 @@ embedding in which each row's close neighbours gather, clustered by k-means."""
 
 from __future__ import annotations
 
+import warnings
 from numbers import Integral, Real
 
 import numpy as np
@@ -125,6 +126,8 @@ class LocalAggregation(TrainedReporterMixin, ClusterMixin, TransformerMixin, Bas
         cluster_centers_: the k-means centres in embedding space, or with
             ``final="spectral"`` each cluster's normalised mean embedding.
         kmeans_: with ``final="kmeans"``, the k-means fitted on the embedding.
+        final_: the clustering used: ``final``, or ``"kmeans"`` when the neighbour graph
+            of the embedding falls into more pieces than clusters (a warning says so).
         module_: the embedding MLP, on the CPU.
         n_background_, n_centroids_: the counts used.
         history_: per epoch: ``stage`` (``"ir"`` or ``"la"``), ``loss``; LA epochs add
@@ -285,15 +288,23 @@ class LocalAggregation(TrainedReporterMixin, ClusterMixin, TransformerMixin, Bas
         self.history_ = trainer.history
         self.module_ = module.cpu().eval()
         embedding = map_rows(lambda rows: self._embed(rows.cpu()), data)
-        if self.final == "kmeans":
-            return self._kmeans_on(embedding, seed)
-        return self._spectral_on(embedding, seed)
+        self.final_ = self.final
+        if self.final == "spectral":
+            labels = spectral_labels(embedding, self.n_clusters, self.n_neighbors,
+                                     self.n_init, seed)
+            if labels is not None:
+                return self._spectral_on(embedding, labels)
+            warnings.warn(f"the {self.n_neighbors}-nearest-neighbour graph of the embedding "
+                          f"falls into more than {self.n_clusters} pieces, so spectral "
+                          "clustering would isolate the small ones; k-means on the "
+                          "embedding is used instead (final_)", stacklevel=2)
+            self.final_ = "kmeans"
+        return self._kmeans_on(embedding, seed)
 
-    def _spectral_on(self, embedding, seed: int):
+    def _spectral_on(self, embedding, labels):
         """``labels_`` from spectral clustering of the embedding's neighbour graph;
         ``cluster_centers_``, the clusters' normalised mean embeddings, place new rows."""
-        self.labels_ = spectral_labels(embedding, self.n_clusters, self.n_neighbors,
-                                       self.n_init, seed)
+        self.labels_ = labels
         centres = np.zeros((self.n_clusters, embedding.shape[1]), dtype=np.float32)
         np.add.at(centres, self.labels_, embedding)
         norms = np.linalg.norm(centres, axis=1, keepdims=True)
@@ -318,6 +329,6 @@ class LocalAggregation(TrainedReporterMixin, ClusterMixin, TransformerMixin, Bas
         """The nearest k-means centre of each row's embedding; with ``final="spectral"``
         the cluster whose normalised mean embedding is closest (largest dot product)."""
         embedding = self.transform(X)  # checks the fit before kmeans_ is reached
-        if self.final == "kmeans":
+        if self.final_ == "kmeans":
             return self.kmeans_.predict(embedding)
         return np.asarray(embedding @ self.cluster_centers_.T).argmax(1)

@@ -213,3 +213,23 @@ def test_dropout_of_one_and_too_few_rows_are_refused(blobs):
         LocalAggregation(3, perturb="dropout", noise_scale=1.0, device="cpu").fit(blobs[0])
     with pytest.raises(ActclustError, match="at least 5 rows"):
         LocalAggregation(5, device="cpu").fit(blobs[0][:4])
+
+
+def test_spectral_refuses_a_graph_in_pieces_and_the_fit_falls_back_to_kmeans():
+    import warnings
+
+    from actclust.reporters._local_aggregation import spectral_labels
+
+    rng = np.random.default_rng(0)
+    # many exact copies of a few rows (as repeated tokens embed): their neighbours are
+    # each other, so the graph has several components
+    E = np.repeat(rng.normal(size=(6, 4)), 20, axis=0).astype(np.float32)
+    assert spectral_labels(E, 3, 10, n_init=2, seed=0) is None
+    X = np.repeat(rng.normal(size=(6, 8)), 20, axis=0).astype(np.float32)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model = LocalAggregation(3, hidden=(8,), embed_dim=4, ir_epochs=1, epochs=2, n_init=2,
+                                 noise_scale=0.0, random_state=0, device="cpu").fit(X)
+    assert model.final_ == "kmeans" and hasattr(model, "kmeans_")
+    assert any("falls into more than 3 pieces" in str(w.message) for w in caught)
+    np.testing.assert_array_equal(model.predict(X), model.kmeans_.predict(model.transform(X)))
