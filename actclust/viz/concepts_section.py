@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import html
 
-import numpy as np
 import pandas as pd
 
 from ._common import base_layout, colour
@@ -179,5 +178,4 @@ def concepts_html(page, store, layers: list, *, k: int = MAX_K, seed: int = 0,
 
 def is_token_store(store) -> bool:
     """Whether the store has one row per token (where concepts are most telling)."""
-    return store.manifest.get("capture", {}).get("pool") == "none" and \
-        int(np.asarray(len(store))) > 0
+    return store.manifest.get("capture", {}).get("pool") == "none" and len(store) > 0
