@@ -144,6 +144,16 @@ def blobs():
     return make_blobs(600, centers=4, n_features=12, random_state=7)
 
 
+@pytest.fixture(scope="module")
+def close_blobs():
+    """(X, y): 600 points in 5 clusters in 16 dimensions, close enough that a collapsed,
+    unbalanced or badly chosen head shows, far enough to be found. One per test module:
+    the trained reporters' tests fit on it once per module."""
+    from sklearn.datasets import make_blobs
+
+    return make_blobs(600, centers=5, n_features=16, cluster_std=2.0, random_state=3)
+
+
 # ---------------------------------------------------------------- slow doctests
 
 # A doctest loads MiniLM exactly when it names the bundled model: by its registry name as a

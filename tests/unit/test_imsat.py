@@ -5,7 +5,6 @@ and parameter checks."""
 import numpy as np
 import pytest
 import torch
-from sklearn.datasets import make_blobs
 from sklearn.metrics import normalized_mutual_info_score
 
 from actclust.errors import ActclustError
@@ -18,14 +17,8 @@ SMALL = dict(hidden=(64,), batch_size=100, random_state=0, device="cpu")
 
 
 @pytest.fixture(scope="module")
-def blobs():
-    # close enough that a collapsed or unbalanced solution shows, far enough to be found
-    return make_blobs(600, centers=5, n_features=16, cluster_std=2.0, random_state=3)
-
-
-@pytest.fixture(scope="module")
-def fitted(blobs):
-    X, _ = blobs
+def fitted(close_blobs):
+    X, _ = close_blobs
     return IMSAT(5, epochs=30, **SMALL).fit(X[:500])
 
 
@@ -98,8 +91,8 @@ def test_last_layer_starts_near_uniform():
     assert (p - 0.2).abs().max().item() < 0.01
 
 
-def test_radius_is_a_share_of_the_tenth_neighbour_distance(blobs, fitted):
-    X, _ = blobs
+def test_radius_is_a_share_of_the_tenth_neighbour_distance(close_blobs, fitted):
+    X, _ = close_blobs
     scaled = (X[:500].astype(np.float32) - fitted.mean_) / fitted.scale_
     distances = nearest_neighbors(scaled, k=10, metric="euclidean")[1][:, 9]
     np.testing.assert_allclose(fitted.radius_, 0.25 * distances, rtol=1e-5)
@@ -108,8 +101,8 @@ def test_radius_is_a_share_of_the_tenth_neighbour_distance(blobs, fitted):
     assert tiny.radius_.shape == (4,) and (tiny.radius_ > 0).all()  # the 3rd neighbour
 
 
-def test_recovers_planted_clusters_and_predicts_new_rows(blobs, fitted):
-    X, y = blobs
+def test_recovers_planted_clusters_and_predicts_new_rows(close_blobs, fitted):
+    X, y = close_blobs
     assert normalized_mutual_info_score(y[:500], fitted.labels_) > 0.9
     np.testing.assert_array_equal(fitted.predict(X[:500]), fitted.labels_)
     assert normalized_mutual_info_score(y[500:], fitted.predict(X[500:])) > 0.9
@@ -121,14 +114,14 @@ def test_recovers_planted_clusters_and_predicts_new_rows(blobs, fitted):
     assert last["marginal_entropy"] > 0.9 * np.log(5)  # balanced
 
 
-def test_rpt_recovers_planted_clusters_too(blobs):
-    X, y = blobs
+def test_rpt_recovers_planted_clusters_too(close_blobs):
+    X, y = close_blobs
     model = IMSAT(5, perturbation="rpt", epochs=30, **SMALL).fit(X)
     assert normalized_mutual_info_score(y, model.labels_) > 0.9
 
 
-def test_same_seed_same_labels_and_another_seed_differs(blobs):
-    X, _ = blobs
+def test_same_seed_same_labels_and_another_seed_differs(close_blobs):
+    X, _ = close_blobs
 
     def make(seed):
         return IMSAT(5, hidden=(16,), epochs=2, random_state=seed, device="cpu").fit(X)
@@ -138,8 +131,8 @@ def test_same_seed_same_labels_and_another_seed_differs(blobs):
     assert not np.array_equal(a.predict_proba(X), c.predict_proba(X))
 
 
-def test_save_load_round_trip_predicts_identically(blobs, fitted, tmp_path):
-    X, _ = blobs
+def test_save_load_round_trip_predicts_identically(close_blobs, fitted, tmp_path):
+    X, _ = close_blobs
     path = fitted.save(tmp_path / "imsat.safetensors")
     loaded = load_reporter(path)
     assert type(loaded) is IMSAT
@@ -156,11 +149,11 @@ def test_save_load_round_trip_predicts_identically(blobs, fitted, tmp_path):
                                     dict(power_iterations=0), dict(epochs=0),
                                     dict(batch_size=1), dict(lr=0), dict(standardize="yes"),
                                     dict(hidden=3)])
-def test_bad_parameters_are_refused(blobs, params):
+def test_bad_parameters_are_refused(close_blobs, params):
     with pytest.raises(ValueError):
-        IMSAT(**{"n_clusters": 3, "device": "cpu", **params}).fit(blobs[0][:50])
+        IMSAT(**{"n_clusters": 3, "device": "cpu", **params}).fit(close_blobs[0][:50])
 
 
-def test_bad_hidden_widths_are_refused_with_a_one_line_error(blobs):
+def test_bad_hidden_widths_are_refused_with_a_one_line_error(close_blobs):
     with pytest.raises(ActclustError, match="hidden"):
-        IMSAT(3, hidden=(8, 0), device="cpu").fit(blobs[0][:50])
+        IMSAT(3, hidden=(8, 0), device="cpu").fit(close_blobs[0][:50])

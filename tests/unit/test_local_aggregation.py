@@ -5,7 +5,6 @@ checks."""
 import numpy as np
 import pytest
 import torch
-from sklearn.datasets import make_blobs
 from sklearn.metrics import normalized_mutual_info_score
 
 from actclust.errors import ActclustError
@@ -21,13 +20,8 @@ SMALL = dict(hidden=(32,), embed_dim=16, ir_epochs=2, epochs=8, n_init=3, random
 
 
 @pytest.fixture(scope="module")
-def blobs():
-    return make_blobs(600, centers=5, n_features=16, cluster_std=2.0, random_state=3)
-
-
-@pytest.fixture(scope="module")
-def fitted(blobs):
-    X, _ = blobs
+def fitted(close_blobs):
+    X, _ = close_blobs
     return LocalAggregation(5, **SMALL).fit(X[:500])
 
 
@@ -105,8 +99,8 @@ def test_bank_clusters_and_counts():
     assert resolve_count(100, 40) == 40 and resolve_count(1e-6, 40) == 1
 
 
-def test_recovers_planted_clusters_and_predicts_new_rows(blobs, fitted):
-    X, y = blobs
+def test_recovers_planted_clusters_and_predicts_new_rows(close_blobs, fitted):
+    X, y = close_blobs
     assert normalized_mutual_info_score(y[:500], fitted.labels_) > 0.9
     # spectral labels_; predict places rows by the clusters' mean embeddings
     assert np.mean(fitted.predict(X[:500]) == fitted.labels_) > 0.95
@@ -134,18 +128,18 @@ def test_spectral_labels_separate_rings_that_kmeans_cuts():
     assert adjusted_rand_score(y, KMeans(2, n_init=3, random_state=0).fit(X).labels_) < 0.2
 
 
-def test_final_kmeans_predicts_its_own_labels(blobs):
-    X, y = blobs
+def test_final_kmeans_predicts_its_own_labels(close_blobs):
+    X, y = close_blobs
     model = LocalAggregation(5, **SMALL, final="kmeans").fit(X[:500])
     assert normalized_mutual_info_score(y[:500], model.labels_) > 0.9
     np.testing.assert_array_equal(model.predict(X[:500]), model.labels_)
     np.testing.assert_array_equal(model.cluster_centers_, model.kmeans_.cluster_centers_)
 
 
-def test_final_spectral_clusters_the_embedding_graph(blobs):
+def test_final_spectral_clusters_the_embedding_graph(close_blobs):
     from sklearn.metrics import adjusted_rand_score
 
-    X, y = blobs
+    X, y = close_blobs
     model = LocalAggregation(5, **SMALL, n_neighbors=8).fit(X[:500])  # final="spectral"
     embedding = model.transform(X[:500])
     # the same partition (ids may permute: eigenvector signs follow float rounding)
@@ -161,22 +155,22 @@ def test_final_spectral_clusters_the_embedding_graph(blobs):
     assert np.mean(model.predict(X[:500]) == model.labels_) > 0.95
 
 
-def test_kmeans_every_and_counts_as_shares(blobs):
-    X, _ = blobs
+def test_kmeans_every_and_counts_as_shares(close_blobs):
+    X, _ = close_blobs
     model = LocalAggregation(5, **{**SMALL, "epochs": 4, "ir_epochs": 0}, kmeans_every=3,
                              n_background=40, n_centroids=0.02).fit(X)
     assert [h["clustered"] for h in model.history_] == [True, False, False, True]
     assert (model.n_background_, model.n_centroids_) == (40, 12)
 
 
-def test_dropout_view_recovers_planted_clusters(blobs):
-    X, y = blobs
+def test_dropout_view_recovers_planted_clusters(close_blobs):
+    X, y = close_blobs
     model = LocalAggregation(5, **SMALL, perturb="dropout", noise_scale=0.2).fit(X)
     assert normalized_mutual_info_score(y, model.labels_) > 0.9
 
 
-def test_same_seed_same_labels_and_another_seed_differs(blobs):
-    X, _ = blobs
+def test_same_seed_same_labels_and_another_seed_differs(close_blobs):
+    X, _ = close_blobs
     params = {**SMALL, "epochs": 2, "ir_epochs": 1}
     a = LocalAggregation(5, **params).fit(X)
     b = LocalAggregation(5, **params).fit(X)
@@ -195,24 +189,24 @@ def test_same_seed_same_labels_and_another_seed_differs(blobs):
                                     dict(lr=0), dict(perturb="flip"), dict(noise_scale=-0.1),
                                     dict(n_init=0), dict(standardize="yes"),
                                     dict(final="ward"), dict(n_neighbors=1)])
-def test_bad_parameters_are_refused(blobs, params):
+def test_bad_parameters_are_refused(close_blobs, params):
     with pytest.raises(ValueError):
-        LocalAggregation(**{"n_clusters": 3, "device": "cpu", **params}).fit(blobs[0][:50])
+        LocalAggregation(**{"n_clusters": 3, "device": "cpu", **params}).fit(close_blobs[0][:50])
 
 
-def test_predict_and_transform_before_fit_say_not_fitted(blobs):
+def test_predict_and_transform_before_fit_say_not_fitted(close_blobs):
     from sklearn.exceptions import NotFittedError
 
     for method in ("predict", "transform"):
         with pytest.raises(NotFittedError):
-            getattr(LocalAggregation(3), method)(blobs[0][:5])
+            getattr(LocalAggregation(3), method)(close_blobs[0][:5])
 
 
-def test_dropout_of_one_and_too_few_rows_are_refused(blobs):
+def test_dropout_of_one_and_too_few_rows_are_refused(close_blobs):
     with pytest.raises(ActclustError, match="below 1"):
-        LocalAggregation(3, perturb="dropout", noise_scale=1.0, device="cpu").fit(blobs[0])
+        LocalAggregation(3, perturb="dropout", noise_scale=1.0, device="cpu").fit(close_blobs[0])
     with pytest.raises(ActclustError, match="at least 5 rows"):
-        LocalAggregation(5, device="cpu").fit(blobs[0][:4])
+        LocalAggregation(5, device="cpu").fit(close_blobs[0][:4])
 
 
 def test_spectral_refuses_a_graph_in_pieces_and_the_fit_falls_back_to_kmeans():

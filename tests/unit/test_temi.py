@@ -4,7 +4,6 @@ choice, recovery, prediction on new rows, save/load, parameter checks and store 
 import numpy as np
 import pytest
 import torch
-from sklearn.datasets import make_blobs
 from sklearn.metrics import normalized_mutual_info_score
 
 from actclust.reporters import TEMI, capabilities, load_reporter
@@ -14,14 +13,8 @@ SMALL = dict(n_heads=2, hidden=32, bottleneck=16, random_state=0, device="cpu")
 
 
 @pytest.fixture(scope="module")
-def blobs():
-    # close enough that a bad head or a collapsed one shows, far enough to be found
-    return make_blobs(600, centers=5, n_features=16, cluster_std=2.0, random_state=3)
-
-
-@pytest.fixture(scope="module")
-def fitted(blobs):
-    X, _ = blobs
+def fitted(close_blobs):
+    X, _ = close_blobs
     return TEMI(5, epochs=30, batch_size=64, **SMALL).fit(X[:500])
 
 
@@ -86,8 +79,8 @@ def test_teacher_follows_the_student_by_ema():
     assert step.count == 1
 
 
-def test_recovers_planted_clusters_and_predicts_new_rows(blobs, fitted):
-    X, y = blobs
+def test_recovers_planted_clusters_and_predicts_new_rows(close_blobs, fitted):
+    X, y = close_blobs
     assert normalized_mutual_info_score(y[:500], fitted.labels_) > 0.9
     np.testing.assert_array_equal(fitted.predict(X[:500]), fitted.labels_)
     assert normalized_mutual_info_score(y[500:], fitted.predict(X[500:])) > 0.9
@@ -107,8 +100,8 @@ def test_the_head_kept_has_the_lowest_last_epoch_loss(fitted):
     assert fitted.history_[-1]["loss"] == min(fitted.history_[-1]["head_losses"])
 
 
-def test_teacher_momentum_and_frozen_last_layer(blobs):
-    X, _ = blobs
+def test_teacher_momentum_and_frozen_last_layer(close_blobs):
+    X, _ = close_blobs
     copy = TEMI(5, epochs=3, teacher_momentum=0.0, freeze_last_layer=3, **SMALL).fit(X)
     for (name, s), t in zip(copy.module_.student.named_parameters(),
                             copy.module_.teacher.parameters()):
@@ -119,16 +112,16 @@ def test_teacher_momentum_and_frozen_last_layer(blobs):
     assert not np.allclose(trained.module_.student.g.detach().numpy(), 1.0)
 
 
-def test_pair_filter_keeps_agreeing_pairs(blobs):
-    X, y = blobs
+def test_pair_filter_keeps_agreeing_pairs(close_blobs):
+    X, y = close_blobs
     model = TEMI(5, epochs=20, batch_size=64, pair_filter="kmeans", filter_runs=3, **SMALL).fit(X)
     assert 0.5 < model.kept_pairs_ <= 1.0
     assert normalized_mutual_info_score(y, model.labels_) > 0.9
     assert TEMI(5, epochs=1, **SMALL).fit(X).kept_pairs_ == 1.0
 
 
-def test_same_seed_same_labels_and_another_seed_differs(blobs):
-    X, _ = blobs
+def test_same_seed_same_labels_and_another_seed_differs(close_blobs):
+    X, _ = close_blobs
 
     def make(seed):
         return TEMI(5, n_heads=2, hidden=16, bottleneck=8, epochs=2, random_state=seed,
@@ -139,8 +132,8 @@ def test_same_seed_same_labels_and_another_seed_differs(blobs):
     assert not np.array_equal(a.predict_proba(X), c.predict_proba(X))
 
 
-def test_save_load_round_trip_predicts_identically(blobs, fitted, tmp_path):
-    X, _ = blobs
+def test_save_load_round_trip_predicts_identically(close_blobs, fitted, tmp_path):
+    X, _ = close_blobs
     path = fitted.save(tmp_path / "temi.safetensors")
     loaded = TEMI.load(path)
     assert loaded.get_params() == fitted.get_params()
@@ -156,8 +149,8 @@ def test_save_load_round_trip_predicts_identically(blobs, fitted, tmp_path):
                                     dict(batch_size=0), dict(n_neighbors=0),
                                     dict(pair_filter="labels"), dict(filter_runs=0), dict(weighted="yes"),
                                     dict(hidden=(32,))])
-def test_bad_parameters_are_refused(blobs, params):
+def test_bad_parameters_are_refused(close_blobs, params):
     with pytest.raises(ValueError):
-        TEMI(**{"n_clusters": 3, "device": "cpu", **params}).fit(blobs[0][:50])
+        TEMI(**{"n_clusters": 3, "device": "cpu", **params}).fit(close_blobs[0][:50])
 
 
