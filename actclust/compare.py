@@ -45,8 +45,12 @@ def compare(store, labels: Union[str, Sequence[str]], layers=None,
             ``"auto"`` (or a list of candidates) chooses it per layer and reporter without
             labels, by :func:`~actclust.selection.choose_n_clusters` over the seeds.
         probes: also fit a linear probe (with a control task) per layer and label.
-        probe: an unfitted :class:`~actclust.probes.LinearProbe` to use as the template
-            (fewer ``Cs`` or folds make probing cheaper).
+        probe: ``"auto"`` (default): the logistic :class:`~actclust.probes.LinearProbe`
+            while a layer's labelled rows fit in memory, the streamed
+            :class:`~actclust.probes.RidgeProbe` above
+            (:data:`~actclust.probes.IN_MEMORY_MAX_VALUES`); ``"logistic"`` or ``"ridge"``
+            for one of them always; or an unfitted probe to use as the template (fewer
+            ``Cs``/``alphas`` or folds make probing cheaper).
         group_column: rows sharing a value never straddle a probe's train/test split;
             default ``template`` when the store has it, else ``doc_id`` for token stores.
         label_free: also score every clustering fit without labels
@@ -122,10 +126,9 @@ def compare(store, labels: Union[str, Sequence[str]], layers=None,
                                            label_free)
                 bar.update(1)
         if probes:
-            X = view.to_numpy()
             for label, y in targets.items():
                 bar.set_postfix_str(f"{layer} probe {label}")
-                records += _score_probe(X, layer, label, y, groups, types, seeds, probe)
+                records += _score_probe(view, layer, label, y, groups, types, seeds, probe)
                 bar.update(1)
     bar.close()
     return pd.DataFrame.from_records(records, columns=RESULT_COLUMNS)
@@ -205,8 +208,8 @@ def probe_cell(store, layer: str, label: str, seed: int, probe=None,
     """
     store = open_store(store)
     groups, types = _probe_groups(store, group_column)
-    X = store.layer(layer).to_numpy()
-    return _score_probe(X, layer, label, store.labels(label), groups, types, [seed], probe)
+    return _score_probe(store.layer(layer), layer, label, store.labels(label), groups, types,
+                        [seed], probe)
 
 
 def reporter_for(reporter, name: Optional[str] = None):
@@ -260,16 +263,16 @@ def _same(a, b) -> bool:
 
 
 def _probe_groups(store, group_column):
-    rows = store.rows
+    columns = list(store.rows.columns)  # the names only: no row is read
     if group_column is None:
-        group_column = "template" if "template" in rows.columns else (
-            "doc_id" if "token" in rows.columns else None)
-    elif group_column not in rows.columns:
+        group_column = "template" if "template" in columns else (
+            "doc_id" if "token" in columns else None)
+    elif group_column not in columns:
         raise ActclustError(f"group column {group_column!r} is not in store {store.root}; "
-                            f"columns: {', '.join(rows.columns)}")
-    groups = rows[group_column].to_numpy() if group_column else None
+                            f"columns: {', '.join(columns)}")
+    groups = store.labels(group_column) if group_column else None
     # Control-task types: the token string for token rows, else the group.
-    types = rows["token"].to_numpy() if "token" in rows.columns else groups
+    types = store.labels("token") if "token" in columns else groups
     return groups, types
 
 
@@ -382,19 +385,16 @@ def _score_auto(view, layer, name, base, seeds, targets, candidates, label_free,
     return records
 
 
-def _score_probe(X, layer, label, y, groups, types, seeds, probe) -> list:
-    from .probes import probe_scores
+def _score_probe(view, layer, label, y, groups, types, seeds, probe) -> list:
+    from .probes import layer_probe_scores
 
     if groups is not None and np.array_equal(groups, y):
         # Grouping by the label itself would test only on unseen classes: split rows instead.
         groups = types = None
-    known = pd.notna(y)
-    Xk, yk = X[known] if not known.all() else X, y[known]
-    gk = groups[known] if groups is not None else None
-    tk = types[known] if types is not None else None
     records = []
     for seed in seeds:
-        scores = probe_scores(Xk, yk, groups=gk, types=tk, random_state=seed, probe=probe)
+        scores = layer_probe_scores(view, y, groups=groups, types=types, random_state=seed,
+                                    probe=probe)
         records += [{"layer": layer, "method": PROBE_METHOD, "label": label,
                      "metric": metric, "seed": seed, "value": float(scores[metric])}
                     for metric in ("probe_accuracy", "control_accuracy", "selectivity",

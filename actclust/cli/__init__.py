@@ -248,6 +248,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="default: the number of classes; 'auto' or a list such as 5,10,20 "
                    "chooses it by agreement between seeds, without labels")
     p.add_argument("--no-probes", action="store_true", help="skip the linear probes")
+    p.add_argument("--probe", choices=("auto", "logistic", "ridge"), default="auto",
+                   help="the probe: logistic regression in memory, ridge streamed in bounded "
+                        "memory; auto (default) streams only layers too large for memory")
     p.add_argument("--no-label-free", action="store_true",
                    help="skip the label-free scores (self-probe accuracy, cluster balance, "
                    "kNN purity)")

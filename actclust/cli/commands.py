@@ -209,7 +209,7 @@ def cmd_compare(args) -> int:
         raise ActclustError("--param sets a reporter's settings, but --reporters is empty")
     table = compare(args.store, labels, layers=args.layers, reporters=reporters,
                     seeds=args.seeds,
-                    n_clusters=args.n_clusters, probes=not args.no_probes,
+                    n_clusters=args.n_clusters, probes=not args.no_probes, probe=args.probe,
                     group_column=args.group_column, label_free=not args.no_label_free,
                     progress=not args.quiet)
     path = write_results(table, args.out)

@@ -174,6 +174,20 @@ def test_topic_probe_beats_the_majority_baseline(minilm_topics):
     assert s["n_train"] + s["n_test"] == len(minilm_topics)
 
 
+def test_the_streamed_probe_agrees_with_the_logistic_one_on_topics(minilm_topics, tmp_path):
+    out = tmp_path / "ridge.parquet"
+    assert main(["compare", str(minilm_topics.root), "--labels", "topic", "--layers",
+                 "blocks.5.hook_out", "--reporters", "", "--seeds", "2", "--probe", "ridge",
+                 "--out", str(out), "--quiet"]) == 0
+    ridge = pd.read_parquet(out).groupby("metric")["value"].mean()
+    logistic = compare(minilm_topics, "topic", layers="blocks.5.hook_out", reporters=[],
+                       seeds=2, probe="logistic", progress=False)
+    logistic = logistic.groupby("metric")["value"].mean()
+    assert ridge["majority_baseline"] == pytest.approx(logistic["majority_baseline"])
+    assert ridge["probe_accuracy"] >= ridge["majority_baseline"] + 0.4
+    assert abs(ridge["probe_accuracy"] - logistic["probe_accuracy"]) < 0.05
+
+
 def test_settings_from_text_and_named_reporters(minilm_topics, tmp_path, capsys):
     from actclust.reporters import GMM
 

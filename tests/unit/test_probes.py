@@ -110,7 +110,7 @@ def test_grouping_stops_the_probe_from_scoring_by_recognising_groups():
 
 def test_grouped_cv_folds_never_share_a_group(monkeypatch):
     seen = []
-    import actclust.probes as probes
+    import actclust.probes.linear as probes
 
     real = probes.GridSearchCV
 
@@ -237,3 +237,17 @@ def test_errors_say_what_is_wrong():
     with pytest.raises(ActclustError, match="X has 3 features, but LinearProbe is expecting 8"):
         LinearProbe(C=1.0).fit(X, y).predict(X[:, :3])
     assert issubclass(ProbeInputError, ValueError)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 7])
+def test_grouped_split_draws_what_group_shuffle_split_draws(seed):
+    from sklearn.model_selection import GroupShuffleSplit
+
+    groups = np.random.default_rng(seed).integers(0, 37, 500)
+    train, test = grouped_split(groups, test_size=0.25, random_state=seed)
+    n_test = int(np.ceil(0.25 * len(np.unique(groups))))
+    codes = pd.factorize(groups)[0]  # groups are numbered in order of appearance first
+    ref_train, ref_test = next(GroupShuffleSplit(1, test_size=n_test, random_state=seed)
+                               .split(np.zeros((500, 1)), groups=codes))
+    np.testing.assert_array_equal(train, np.sort(ref_train))
+    np.testing.assert_array_equal(test, np.sort(ref_test))

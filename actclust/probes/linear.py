@@ -37,14 +37,15 @@ import pandas as pd
 import scipy.sparse as sp
 from sklearn.base import BaseEstimator, ClassifierMixin, clone
 from sklearn.linear_model import LogisticRegression
-from sklearn.model_selection import (GridSearchCV, GroupKFold, GroupShuffleSplit, KFold,
-                                     StratifiedKFold)
+from sklearn.model_selection import GridSearchCV, GroupKFold, KFold, StratifiedKFold
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
+from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval
 from sklearn.utils.validation import check_array, check_is_fitted, column_or_1d
 
-from .errors import ActclustError
+from .._util.codes import factorize
+from ..errors import ActclustError
 
 __all__ = ["LinearProbe", "ProbeInputError", "grouped_split", "control_labels", "probe_scores"]
 
@@ -119,8 +120,7 @@ def _check_two_classes(y: np.ndarray, where: str = "y") -> None:
 def _group_codes(groups, n_rows: int, what: str = "groups") -> np.ndarray:
     """Integer codes 0..k-1 for any hashable group values (strings, ints, mixed)."""
     values = _as_labels(groups, n_rows, what)
-    codes, _ = pd.factorize(values)
-    return codes
+    return factorize(values)[0]
 
 
 # --------------------------------------------------------------------------- the probe
@@ -320,15 +320,26 @@ def grouped_split(groups, test_size: float = 0.25, random_state=0):
         (2, set())
     """
     codes = _group_codes(groups, len(groups))
+    test = held_out_rows(codes, test_size, random_state)
+    return np.flatnonzero(~test), np.flatnonzero(test)
+
+
+def held_out_rows(codes: np.ndarray, test_size: float, random_state=0) -> np.ndarray:
+    """:func:`grouped_split` on group codes ``0..k-1``, as a boolean mask of the test rows.
+
+    It makes GroupShuffleSplit's own draw (a permutation of the groups, the first
+    ``n_test`` held out) without its per-row intermediate arrays, so ten million rows
+    cost a byte each.
+    """
     n_groups = int(codes.max()) + 1 if len(codes) else 0
     if n_groups < 2:
         raise ProbeInputError(f"grouped_split needs at least 2 groups, got {n_groups}")
     if not 0 < test_size < 1:
         raise ProbeInputError(f"test_size must be between 0 and 1, got {test_size}")
     n_test = min(max(int(np.ceil(test_size * n_groups)), 1), n_groups - 1)
-    splitter = GroupShuffleSplit(n_splits=1, test_size=n_test, random_state=random_state)
-    train, test = next(splitter.split(np.zeros((len(codes), 1)), groups=codes))
-    return np.sort(train), np.sort(test)
+    held_out = np.zeros(n_groups, bool)
+    held_out[check_random_state(random_state).permutation(n_groups)[:n_test]] = True
+    return held_out[codes]
 
 
 def control_labels(y, groups_or_types, random_state=0) -> np.ndarray:
@@ -353,16 +364,23 @@ def control_labels(y, groups_or_types, random_state=0) -> np.ndarray:
         (True, True, True)
     """
     y = _as_labels(y, len(y))
-    rng = np.random.default_rng(random_state)
     if groups_or_types is None:
-        return y[rng.permutation(len(y))]
+        return y[np.random.default_rng(random_state).permutation(len(y))]
     codes = _group_codes(groups_or_types, len(y), "groups_or_types")
-    label_codes, labels = pd.factorize(y)
-    counts = np.bincount(label_codes, minlength=len(labels))
-    per_type = rng.choice(len(labels), size=int(codes.max()) + 1 if len(codes) else 0,
-                          p=counts / counts.sum())
-    out = np.asarray(labels)[per_type[codes]]
+    label_codes, labels = factorize(y)
+    out = np.asarray(labels)[control_codes(label_codes, len(labels), codes, random_state)]
     return out.astype(y.dtype, copy=False)
+
+
+def control_codes(label_codes: np.ndarray, n_labels: int, type_codes: np.ndarray,
+                  random_state=0) -> np.ndarray:
+    """:func:`control_labels` on codes: one label code per type, drawn from the label
+    frequencies of the rows with a known label (code >= 0), spread to every row."""
+    rng = np.random.default_rng(random_state)
+    counts = np.bincount(label_codes[label_codes >= 0], minlength=n_labels)
+    n_types = int(type_codes.max()) + 1 if len(type_codes) else 0
+    per_type = rng.choice(n_labels, size=n_types, p=counts / counts.sum())
+    return per_type[type_codes].astype(label_codes.dtype, copy=False)
 
 
 # --------------------------------------------------------------------------- the table row
