@@ -124,7 +124,7 @@ def _jsonable(value):
 def plan_cells(spec: SweepSpec, plan: StorePlan, store, labels: list) -> list:
     """The cells of one store: each layer x reporter grid point x seed, then each layer x
     label x seed probe, every cell with its key."""
-    from ..probes import LinearProbe
+    from ..probes import LinearProbe, RidgeProbe
     from ..reporters import get_reporter
 
     manifest = store.manifest
@@ -149,15 +149,19 @@ def plan_cells(spec: SweepSpec, plan: StorePlan, store, labels: list) -> list:
                             **extra})
         if spec.probes is None:
             continue
-        params = spec.probes["params"]
-        full = _jsonable(LinearProbe(**params).get_params(deep=False))
+        params, probe_kind = spec.probes["params"], spec.probes.get("kind", "auto")
+        probe_class = RidgeProbe if probe_kind == "ridge" else LinearProbe
+        full = _jsonable(probe_class(**params).get_params(deep=False))
         full.pop("random_state", None)
+        # "auto" cells keep the keys they had before probes had kinds.
+        kind_field = {} if probe_kind == "auto" else {"probe_kind": probe_kind}
         for label in labels:
             for seed in spec.seeds:
                 out.append({"kind": "probe", **common, "layer": layer,
                             "layer_fingerprint": fingerprint, "label": label,
                             "probe_params": _jsonable(params), "full_params": full,
-                            "group_column": spec.probes["group_column"], "seed": seed})
+                            "group_column": spec.probes["group_column"], "seed": seed,
+                            **kind_field})
     for cell in out:
         cell["key"] = cell_key(cell)
     return out
@@ -278,12 +282,15 @@ def _compute(cell: dict, store) -> list:
     from ..reporters import is_transformer
 
     if cell["kind"] == "probe":
-        from ..probes import LinearProbe
+        from ..probes import LinearProbe, RidgeProbe
 
         # The seed decides the probe's folds as well as its train/test split.
         params = {k: tuple(v) if isinstance(v, list) else v
                   for k, v in cell["probe_params"].items()}
-        probe = LinearProbe(**params, random_state=cell["seed"])
+        kind = cell.get("probe_kind", "auto")
+        probe = "auto" if kind == "auto" and not params else \
+            (RidgeProbe if kind == "ridge" else LinearProbe)(**params,
+                                                             random_state=cell["seed"])
         return probe_cell(store, cell["layer"], cell["label"], cell["seed"], probe=probe,
                           group_column=cell["group_column"])
     params = {k: tuple(v) if isinstance(v, list) else v for k, v in cell["params"].items()}

@@ -14,7 +14,7 @@ from ..reporters.settings import method_name
 from .toml_lines import check_type, first_repeat, unknown_keys
 
 REPORTER_KEYS = {"name", "method", "params", "grid"}
-PROBE_KEYS = {"enabled", "group_column"}
+PROBE_KEYS = {"enabled", "group_column", "kind"}
 
 
 @dataclass
@@ -121,13 +121,23 @@ def _validate_values(spec: ReporterSpec, where, index) -> None:
 
 
 def check_probes(table, where) -> Optional[dict]:
-    """The ``[probes]`` table as ``{"params", "group_column"}``, or None when disabled."""
-    from ..probes import LinearProbe
+    """The ``[probes]`` table as ``{"kind", "params", "group_column"}``, or None when
+    disabled. ``kind`` is ``auto`` (logistic in memory, ridge streamed for layers too
+    large for it), ``logistic`` or ``ridge``; settings without a kind pick the probe
+    they belong to."""
+    from ..probes import PROBE_KINDS, LinearProbe, RidgeProbe
 
     if table is False:
         return None
     check_type(table, dict, where, None, "probes", "a table ([probes])")
-    valid = set(LinearProbe().get_params(deep=False)) - {"random_state"}
+    kind = table.get("kind", "auto")
+    if kind not in PROBE_KINDS:
+        raise ActclustError(f"{where('probes', 'kind')}: probes.kind must be one of "
+                            f"{', '.join(PROBE_KINDS)}, got {kind!r}")
+    settings = {"logistic": LinearProbe, "ridge": RidgeProbe}
+    valid = set().union(*(set(c().get_params(deep=False)) for c in settings.values())) \
+        if kind == "auto" else set(settings[kind]().get_params(deep=False))
+    valid -= {"random_state"}
     if "random_state" in table:
         raise ActclustError(f"{where('probes', 'random_state')}: random_state is set from "
                             "seeds; list the seeds in `seeds` instead")
@@ -135,17 +145,29 @@ def check_probes(table, where) -> Optional[dict]:
     if not table.get("enabled", True):
         return None
     params = {k: v for k, v in table.items() if k in valid}
-    if "Cs" in params:
-        if not isinstance(params["Cs"], list) or not params["Cs"]:
-            raise ActclustError(f"{where('probes', 'Cs')}: probes.Cs must be a non-empty "
-                                "list of numbers")
-        params["Cs"] = tuple(params["Cs"])
+    if kind == "auto" and params:
+        if "kind" in table:
+            raise ActclustError(f"{where('probes', sorted(params)[0])}: probe settings need "
+                                "a fixed probe: set kind = \"logistic\" or \"ridge\"")
+        # Settings without a kind name their probe (sweep files from before kinds set
+        # the logistic probe's).
+        kind = "ridge" if set(params) & (set(RidgeProbe().get_params()) -
+                                         set(LinearProbe().get_params())) else "logistic"
+        unknown_keys(table, PROBE_KEYS | set(settings[kind]().get_params(deep=False)),
+                     where, "probes")
+    for name in ("Cs", "alphas"):
+        if name in params:
+            if not isinstance(params[name], list) or not params[name]:
+                raise ActclustError(f"{where('probes', name)}: probes.{name} must be a "
+                                    "non-empty list of numbers")
+            params[name] = tuple(params[name])
     try:
-        LinearProbe(**params)._validate_params()
+        if kind != "auto":
+            settings[kind](**params)._validate_params()
     except (ValueError, TypeError) as err:
         key = next((k for k in params if f"'{k}'" in str(err)), "enabled")
         raise ActclustError(f"{where('probes', key)}: probes: {err}") from None
     group = table.get("group_column")
     if group is not None:
         check_type(group, str, where, "probes", "group_column", "a column name")
-    return {"params": params, "group_column": group}
+    return {"kind": kind, "params": params, "group_column": group}

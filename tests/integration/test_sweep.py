@@ -398,3 +398,20 @@ def test_several_models_get_a_store_each(tiny_models, tmp_path):
     assert list(result.table["model"].unique()) == data["models"]
     assert sorted(p.name for p in (tmp_path / "out" / "stores").iterdir()) == ["gpt2", "minilm"]
     assert result.ran == 2 and "model minilm" in result.summary()
+
+
+def test_a_ridge_probe_sweep_matches_compare_with_the_ridge_probe(store, tmp_path):
+    from actclust.compare import compare
+    from actclust.probes import RidgeProbe
+
+    spec = sweep(tmp_path / "out", store, reporters=[], seeds=[1],
+                 probes={"kind": "ridge", "alphas": [1.0, 0.01]},
+                 data={"store": str(store.root), "layers": ["blocks.5.hook_out"]})
+    table = run_sweep(spec, progress=False).table
+
+    direct = compare(store, "topic", layers="blocks.5.hook_out", reporters=[], seeds=[1],
+                     probe=RidgeProbe(alphas=(1.0, 0.01), random_state=1), progress=False)
+    got = table.set_index("metric")["value"]
+    want = direct.set_index("metric")["value"]
+    assert got["probe_accuracy"] == pytest.approx(want["probe_accuracy"])
+    assert got["control_accuracy"] == pytest.approx(want["control_accuracy"])

@@ -227,3 +227,25 @@ def test_the_package_imports_lazily():
             "assert sys.modules['actclust.capture'].capture is capture")
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert run.returncode == 0, run.stderr[-2000:]
+
+
+@pytest.mark.parametrize("probes, kind, params", [
+    ("", "auto", {}),
+    ('kind = "ridge"\nalphas = [1.0, 0.1]\n', "ridge", {"alphas": (1.0, 0.1)}),
+    ("Cs = [0.1, 1.0]\n", "logistic", {"Cs": (0.1, 1.0)}),   # a file from before kinds
+    ("alpha = 0.5\n", "ridge", {"alpha": 0.5}),
+])
+def test_the_probe_kind_is_read_or_named_by_its_settings(probes, kind, params):
+    spec = load_sweep(BASE + "[probes]\n" + probes)
+    assert spec.probes["kind"] == kind and spec.probes["params"] == params
+
+
+@pytest.mark.parametrize("probes, message", [
+    ('kind = "svm"\n', "probes.kind must be one of auto, logistic, ridge"),
+    ('kind = "auto"\nCs = [1.0]\n', "probe settings need a fixed probe"),
+    ('kind = "ridge"\nCs = [1.0]\n', "unknown key 'probes.Cs'"),
+    ('kind = "ridge"\nalphas = []\n', "probes.alphas must be a non-empty list"),
+])
+def test_bad_probe_kinds_are_one_line_errors(probes, message):
+    with pytest.raises(ActclustError, match=message):
+        load_sweep(BASE + "[probes]\n" + probes)
