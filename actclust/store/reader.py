@@ -211,6 +211,10 @@ def open_store(store) -> ActivationStore:
                         f"{type(store).__name__}")
 
 
+GATHER_ROWS = 4096  # rows read between releases of their pages in a scattered gather
+RELEASE_ABOVE_ROWS = 64  # smaller gathers leave their few pages mapped
+
+
 class LayerView:
     """One layer of a store, read lazily from its memory-mapped shards.
 
@@ -293,14 +297,25 @@ class LayerView:
         return np.asarray(arr, dtype=dtype) if dtype is not None else np.asarray(arr)
 
     def _take(self, rows: np.ndarray) -> np.ndarray:
-        """Gather rows (int64 indices, any order) across shards."""
+        """Gather rows (int64 indices, any order) across shards.
+
+        A sample scattered over a large layer faults in the kernel's read-ahead around
+        every row: 4,096 rows of a 7 GB layer left 3.4 GB of it resident. So rows are read
+        in sorted runs of ``GATHER_ROWS``, each run's pages released once copied.
+        """
         out = np.empty((len(rows), *self.shape[1:]), fmt.STORAGE_DTYPES[self.storage_dtype])
         shard_of = np.searchsorted(self._offsets, rows, side="right") - 1
         for s in np.unique(shard_of):
             where = np.nonzero(shard_of == s)[0]
             local = rows[where] - self._offsets[s]
             order = np.argsort(local, kind="stable")  # sorted reads are kinder to mmap
-            out[where[order]] = self.shards[s][local[order]]
+            for lo in range(0, len(order), GATHER_ROWS):
+                run = order[lo:lo + GATHER_ROWS]
+                out[where[run]] = self.shards[s][local[run]]
+                if len(order) > RELEASE_ABOVE_ROWS:
+                    stop = local[order[lo + GATHER_ROWS]] if lo + GATHER_ROWS < len(order) \
+                        else self._offsets[s + 1] - self._offsets[s]
+                    self._release(self._offsets[s] + local[run[0]], self._offsets[s] + stop)
         return self._decode(out)
 
     def __getitem__(self, key):
