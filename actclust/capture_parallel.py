@@ -23,6 +23,7 @@ Example:
 from __future__ import annotations
 
 import os
+import socket
 import warnings
 from typing import Optional
 
@@ -145,6 +146,8 @@ class _RaySession:
         ray = self.ray
         if not ray.is_initialized():
             address = self.address or os.environ.get("RAY_ADDRESS") or None
+            if address:
+                _check_reachable(address)
             try:
                 if address:
                     ray.init(address=address, include_dashboard=False, log_to_driver=False)
@@ -171,6 +174,23 @@ class _RaySession:
     def __exit__(self, *exc) -> None:
         if self.started:
             self.ray.shutdown()
+
+
+def _check_reachable(address: str, timeout: float = 5.0) -> None:
+    """Refuse at once a cluster address nothing answers at: Ray itself keeps retrying for
+    minutes before it gives up."""
+    if address in ("auto", "local"):
+        return
+    host, _, port = address.split("://", 1)[-1].rpartition(":")
+    if not host or not port.isdigit():
+        raise ActclustError(f"the Ray address {address!r} is not host:port (for example "
+                            "10.0.0.5:6379, or ray://10.0.0.5:10001)")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as err:
+        raise ActclustError(f"cannot reach the Ray cluster at {address} "
+                            f"({err.strerror or type(err).__name__}); check --address "
+                            "(`ray status` on the head node shows it)") from None
 
 
 def _local_cpus() -> int:
