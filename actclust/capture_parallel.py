@@ -118,7 +118,13 @@ def capture_parallel(model, dataset, layers, *, pool, out, batch_size, device, d
                 if kind != "merging":
                     _capture_parts(ray, session, root, record, ds, settings, header, progress,
                                    name)
-                merge_parts(root, header, record)
+                try:
+                    merge_parts(root, header, record)
+                except OSError as err:
+                    raise ActclustError(f"merging the parts into {root} stopped "
+                                        f"({err.strerror or err}); the store is left "
+                                        "incomplete: rerun with --resume to finish the "
+                                        "merge") from None
         finally:
             lock.release()
     return ActivationStore(root)
