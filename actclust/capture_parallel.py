@@ -14,10 +14,12 @@ every forward pass sees the same documents as in one process: on CPU the merged 
 equals a single-process capture bit for bit, row for row.
 
 Example:
-    >>> import actclust, tempfile  # doctest: +SKIP
+    >>> import actclust, tempfile
     >>> store = actclust.capture("minilm", "topics", "blocks.3.hook_out", pool="none",
     ...                          out=tempfile.mkdtemp() + "/s", limit=40, batch_size=8,
-    ...                          backend="ray", workers=2)
+    ...                          backend="ray", workers=2)  # doctest: +SKIP
+    >>> len(store.manifest["plan"]), len(store)  # doctest: +SKIP
+    (2, 649)
 """
 
 from __future__ import annotations
@@ -54,6 +56,55 @@ def capture_parallel(model, dataset, layers, *, pool, out, batch_size, device, d
                      backend="ray", address: Optional[str] = None,
                      workers: Optional[int] = None) -> ActivationStore:
     """:func:`actclust.capture` with ``backend="ray"`` (the arguments are its own)."""
+    _check_settings(backend, address, workers, pool, dtype, out, batch_size=batch_size,
+                    shard_rows=shard_rows, limit=limit, max_length=max_length)
+    root, kind = target_state(out, resume, overwrite)  # before Ray starts or a model loads
+    ray = import_ray()
+    with _RaySession(ray, address, workers, device) as session:
+        ds = as_dataset(dataset, text_column=text_column, labels=labels)
+        if limit is not None:
+            ds = ds.head(limit)
+        planned = _planned(model, ds, layers, pool, max_length, dtype, exclude_special,
+                           shard_rows, tokenizer, revision)
+        settings = dict(model=model, layers=planned["layers"], pool=pool,
+                        batch_size=batch_size, device=device, dtype=dtype,
+                        max_length=planned["max_length"], exclude_special=exclude_special,
+                        shard_rows=shard_rows, tokenizer=tokenizer, verify=verify,
+                        revision=revision)
+        header = planned["header"]
+        root.mkdir(parents=True, exist_ok=True)
+        lock = StoreLock(root).acquire()
+        try:
+            if kind == "complete" and resume:
+                _finished_store(root, header, verify)
+                return ActivationStore(root)
+            if overwrite:
+                clear_target(root, keep=lock.path)
+                kind = "empty"
+            record = _record(root, header, resume)
+            if record is None and kind == "merging":
+                raise ActclustError(f"cannot finish the merge into {root}: its parts folder "
+                                    "is gone; start again with --overwrite")
+            if record is None:
+                parts = split_documents(planned["shards"], planned["rows_per_doc"],
+                                        batch_size, session.workers)
+                record = write_parts_record(root, parts, header)
+            if kind != "merging":  # a stopped merge has every part complete
+                _capture_parts(ray, session, root, record, ds, settings, header, progress,
+                               planned["name"])
+            try:
+                merge_parts(root, header, record)
+            except OSError as err:
+                raise ActclustError(f"merging the parts into {root} stopped "
+                                    f"({err.strerror or err}); the store is left incomplete: "
+                                    "rerun with --resume to finish the merge") from None
+        finally:
+            lock.release()
+    return ActivationStore(root)
+
+
+def _check_settings(backend, address, workers, pool, dtype, out, **counts) -> None:
+    """What :func:`actclust.capture` refuses before any work, and the Ray options."""
     if backend not in BACKENDS:
         raise ActclustError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
     if backend != "ray":
@@ -70,64 +121,31 @@ def capture_parallel(model, dataset, layers, *, pool, out, batch_size, device, d
                             f"{', '.join(STORAGE_DTYPES)}")
     if out is None:
         raise ActclustError("no output directory: pass out=... (--out on the command line)")
-    for name, value in {"batch_size": batch_size, "shard_rows": shard_rows, "limit": limit,
-                        "max_length": max_length}.items():
+    for name, value in counts.items():
         _check_count(name, value, optional=name in ("limit", "max_length"))
-    root, kind = target_state(out, resume, overwrite)  # before Ray starts or a model loads
-    ray = import_ray()
-    with _RaySession(ray, address, workers) as session:
-        ds = as_dataset(dataset, text_column=text_column, labels=labels)
-        target = load_target(model, tokenizer=tokenizer, device="cpu", revision=revision)
-        if limit is not None:
-            ds = ds.head(limit)
-        if len(ds) == 0:
-            raise ActclustError(f"dataset {ds.name!r} is empty: nothing to capture")
-        _check_compatible(target, ds, pool)
-        layer_names = target.resolve_layers(layers)
-        if max_length is None:
-            max_length = target.max_length
-        elif target.max_length is not None and max_length > target.max_length:
-            raise ActclustError(f"max_length {max_length} is more than {target.name} reads "
-                                f"({target.max_length} tokens)")
-        plan = _plan(target, ds, pool, max_length, exclude_special)
-        shards = _shard_plan(plan.rows_per_doc, shard_rows)
-        header = _header(target, ds, layer_names, pool, max_length, dtype, exclude_special,
-                         shard_rows, plan.truncated)
-        name, rows_per_doc = target.name, plan.rows_per_doc
-        del target, plan  # the workers load their own copies
-        settings = dict(model=model, layers=layer_names, pool=pool, batch_size=batch_size,
-                        device=device, dtype=dtype, max_length=max_length,
-                        exclude_special=exclude_special, shard_rows=shard_rows,
-                        tokenizer=tokenizer, verify=verify, revision=revision)
-        root.mkdir(parents=True, exist_ok=True)
-        lock = StoreLock(root).acquire()
-        try:
-            if kind == "complete" and resume:
-                _finished_store(root, header, verify)
-            else:
-                if overwrite:
-                    clear_target(root, keep=lock.path)
-                record = _record(root, header, resume)
-                if record is None and kind == "merging":
-                    raise ActclustError(f"cannot finish the merge into {root}: its parts "
-                                        "folder is gone; start again with --overwrite")
-                if record is None:
-                    parts = split_documents(shards, rows_per_doc, batch_size,
-                                            session.workers)
-                    record = write_parts_record(root, parts, header)
-                if kind != "merging":
-                    _capture_parts(ray, session, root, record, ds, settings, header, progress,
-                                   name)
-                try:
-                    merge_parts(root, header, record)
-                except OSError as err:
-                    raise ActclustError(f"merging the parts into {root} stopped "
-                                        f"({err.strerror or err}); the store is left "
-                                        "incomplete: rerun with --resume to finish the "
-                                        "merge") from None
-        finally:
-            lock.release()
-    return ActivationStore(root)
+
+
+def _planned(model, ds: Dataset, layers, pool, max_length, dtype, exclude_special,
+             shard_rows, tokenizer, revision) -> dict:
+    """The whole capture planned here as a single-process capture plans it: the manifest
+    header, the shard plan and rows per document. The model is loaded on the CPU and let go
+    again; the workers load their own copies."""
+    target = load_target(model, tokenizer=tokenizer, device="cpu", revision=revision)
+    if len(ds) == 0:
+        raise ActclustError(f"dataset {ds.name!r} is empty: nothing to capture")
+    _check_compatible(target, ds, pool)
+    layer_names = target.resolve_layers(layers)
+    if max_length is None:
+        max_length = target.max_length
+    elif target.max_length is not None and max_length > target.max_length:
+        raise ActclustError(f"max_length {max_length} is more than {target.name} reads "
+                            f"({target.max_length} tokens)")
+    plan = _plan(target, ds, pool, max_length, exclude_special)
+    return {"name": target.name, "layers": layer_names, "max_length": max_length,
+            "rows_per_doc": plan.rows_per_doc,
+            "shards": _shard_plan(plan.rows_per_doc, shard_rows),
+            "header": _header(target, ds, layer_names, pool, max_length, dtype,
+                              exclude_special, shard_rows, plan.truncated)}
 
 
 def import_ray():
@@ -142,10 +160,10 @@ def import_ray():
 class _RaySession:
     """Join the cluster at ``address``, or start a local one of ``workers`` CPUs; one
     started here is shut down on leaving. ``workers`` becomes how many parts run at once:
-    by default the cluster's GPUs, else its CPUs."""
+    by default the cluster's GPUs (unless ``device`` is the CPU), else its CPUs."""
 
-    def __init__(self, ray, address, workers):
-        self.ray, self.address, self.workers = ray, address, workers
+    def __init__(self, ray, address, workers, device="auto"):
+        self.ray, self.address, self.workers, self.device = ray, address, workers, device
         self.started = False
 
     def __enter__(self) -> "_RaySession":
@@ -168,18 +186,26 @@ class _RaySession:
                                         "head node shows it)") from None
                 raise ActclustError(f"cannot start a local Ray ({first})") from None
             self.started = True
-        resources = ray.cluster_resources()
-        self.gpus = int(resources.get("GPU", 0))
+        try:
+            resources = ray.cluster_resources()
+            # the most CPUs one node has: a task asking for more would wait forever
+            per_node = max([int(n.get("Resources", {}).get("CPU", 0)) for n in ray.nodes()
+                            if n.get("Alive")] or [1])
+        except BaseException:
+            self.__exit__()
+            raise
+        self.gpus = int(resources.get("GPU", 0)) if self.device != "cpu" else 0
         cpus = max(1, int(resources.get("CPU", 1)))
         if self.workers is None:
             self.workers = self.gpus or cpus
         # torch threads of a task = the CPUs it holds, so tasks do not fight over cores
-        self.threads = max(1, cpus // self.workers)
+        self.threads = max(1, min(cpus // self.workers, per_node))
         return self
 
     def __exit__(self, *exc) -> None:
         if self.started:
             self.ray.shutdown()
+            self.started = False
 
 
 def _check_reachable(address: str, timeout: float = 5.0) -> None:

@@ -178,7 +178,9 @@ def test_two_workers_equal_one_process_pooled_rows_from_the_command_line(local_r
                  "--out", out, "--backend", "ray", "--workers", "2", "--quiet"]) == 0
     assert "wrote 40 rows x 2 layers" in capsys.readouterr().out
     assert main(["verify", out]) == 0
-    assert_same_store(ActivationStore(out), reference("mean"))
+    store = ActivationStore(out)
+    assert len(store.manifest["plan"]) == 2  # five batches of documents, in two parts
+    assert_same_store(store, reference("mean"))
 
 
 def die_after_one_shard(settings, dataset, out, threads):
@@ -225,36 +227,55 @@ def test_a_killed_part_is_resumed_and_finished_parts_are_kept(local_ray, referen
     assert kept <= {p.stat().st_ino for p in (out / "layers").rglob("*.npy")}
 
 
-@pytest.mark.slow
-def test_a_merge_stopped_half_way_is_finished_by_resume(local_ray, reference, tmp_path,
-                                                        monkeypatch):
+def stop_the_merge(monkeypatch, out, after=2):
+    """Capture into ``out`` with the merge failing after moving ``after`` shards (as on a
+    full disk), through the driver's own ``os.replace``."""
     import os
 
-    out = tmp_path / "s"
     real, moves = os.replace, []
 
-    def fail_on_the_third_shard(src, dst, *args, **kwargs):
+    def failing(src, dst, *args, **kwargs):
         if str(src).endswith(".npy") and PARTS_DIR in str(src):
             moves.append(src)
-            if len(moves) == 3:
+            if len(moves) > after:
                 raise OSError(28, "No space left on device")
         return real(src, dst, *args, **kwargs)
 
-    monkeypatch.setattr(os, "replace", fail_on_the_third_shard)
-    with pytest.raises(ActclustError, match="rerun with --resume to finish the merge"):
-        actclust.capture("minilm", "topics", LAYERS, pool="none", out=out, backend="ray",
-                         workers=2, **SETTINGS)
-    monkeypatch.setattr(os, "replace", real)
+    monkeypatch.setattr(os, "replace", failing)
+    try:
+        with pytest.raises(ActclustError, match="rerun with --resume to finish the merge"):
+            actclust.capture("minilm", "topics", LAYERS, pool="none", out=out, backend="ray",
+                             workers=2, **SETTINGS)
+    finally:
+        monkeypatch.setattr(os, "replace", real)
+    assert len(list((out / "layers").rglob("*.npy"))) == after
+
+
+@pytest.mark.slow
+def test_a_merge_stopped_half_way_is_finished_by_resume(local_ray, reference, tmp_path,
+                                                        monkeypatch):
+    out = tmp_path / "s"
+    stop_the_merge(monkeypatch, out)
     with pytest.raises(ActclustError, match="incomplete"):
         ActivationStore(out)
     assert main(["verify", str(out)]) == 1
+    with pytest.raises(ActclustError, match="interrupted parallel capture; pass --resume"):
+        actclust.capture("minilm", "topics", LAYERS, pool="none", out=out, backend="ray",
+                         **SETTINGS)
 
     def no_capture(*args, **kwargs):
         raise AssertionError("the parts are complete: only the merge is left to do")
 
-    monkeypatch.setattr(capture_parallel, "_capture_parts", no_capture)
-    store = actclust.capture("minilm", "topics", LAYERS, pool="none", out=out, backend="ray",
-                             resume=True, **SETTINGS)
+    with monkeypatch.context() as m:
+        m.setattr(capture_parallel, "_capture_parts", no_capture)
+        store = actclust.capture("minilm", "topics", LAYERS, pool="none", out=out,
+                                 backend="ray", resume=True, **SETTINGS)
+    assert_same_store(store, reference("none"))
+    # and a stopped merge overwritten: everything captured again
+    other = tmp_path / "t"
+    stop_the_merge(monkeypatch, other)
+    store = actclust.capture("minilm", "topics", LAYERS, pool="none", out=other,
+                             backend="ray", workers=2, overwrite=True, **SETTINGS)
     assert_same_store(store, reference("none"))
 
 
