@@ -136,11 +136,11 @@ def reference(tmp_path_factory):
     """Single-process captures to compare with, made once per setting."""
     made = {}
 
-    def get(pool, **extra):
-        key = (pool, tuple(sorted(extra.items())))
+    def get(pool, dataset="topics", **extra):
+        key = (pool, dataset, tuple(sorted(extra.items())))
         if key not in made:
             out = tmp_path_factory.mktemp("local") / "s"
-            made[key] = actclust.capture("minilm", "topics", LAYERS, pool=pool, out=out,
+            made[key] = actclust.capture("minilm", dataset, LAYERS, pool=pool, out=out,
                                          **SETTINGS, **extra)
         return made[key]
     return get
@@ -161,11 +161,14 @@ def assert_same_store(got, want):
 
 
 @pytest.mark.slow
-def test_two_workers_equal_one_process_token_rows(local_ray, reference, tmp_path):
-    store = actclust.capture("minilm", "topics", LAYERS, pool="none", out=tmp_path / "s",
+@pytest.mark.parametrize("dataset", ["topics", "tokens"])
+def test_two_workers_equal_one_process_token_rows(local_ray, reference, tmp_path, dataset):
+    # "tokens" labels every token at capture time from its document: a part's documents
+    # must be labelled as the same documents of the whole
+    store = actclust.capture("minilm", dataset, LAYERS, pool="none", out=tmp_path / "s",
                              backend="ray", workers=2, **SETTINGS)
     assert len(store.manifest["plan"]) == 2  # one shard of 40 documents, cut in two
-    assert_same_store(store, reference("none"))
+    assert_same_store(store, reference("none", dataset))
 
 
 @pytest.mark.slow
