@@ -15,6 +15,7 @@ from actclust import capture_parallel
 from actclust.capture import _shard_plan
 from actclust.capture_parallel import _check_reachable, split_documents
 from actclust.cli import main
+from actclust.data import Dataset
 from actclust.errors import ActclustError
 from actclust.store import ActivationStore, StoreWriter, verify_store
 from actclust.store import format as fmt
@@ -72,6 +73,26 @@ def test_with_fewer_shards_than_parts_a_shard_is_cut_at_its_batches():
                                                                  [(0, 24), (24, 40)])
     assert split_documents(shards, rows, 32, 4)[-1]["doc_stop"] == 40  # two batches: 2 parts
     assert len(split_documents(shards, rows, 32, 4)) == 2
+
+
+def test_a_part_is_its_documents_of_the_whole():
+    seen = []
+
+    def labeler(index, text, offsets, positions):
+        seen.append((index, text))
+        return {"doc_index": [index] * len(offsets)}
+
+    docs = pd.DataFrame({"doc_id": np.arange(10, dtype=np.int64),
+                         "text": [f"text {i}" for i in range(10)], "topic": list("ab" * 5)})
+    ds = Dataset("toy", docs, token_labeler=labeler, meta={"limit": 10})
+    part = capture_parallel.part_dataset(ds, {"index": 1, "doc_start": 4, "doc_stop": 7}, 3)
+    assert part.docs["doc_id"].tolist() == [4, 5, 6]
+    assert part.docs.index.tolist() == [0, 1, 2]
+    assert part.meta["actclust_part"] == {"index": 1, "of": 3, "doc_start": 4, "doc_stop": 7}
+    assert part.meta["limit"] == 10
+    # a labeler that reads its documents by index is given the whole's index
+    assert part.token_labeler(2, "text 6", [(0, 4)], [1]) == {"doc_index": [6]}
+    assert seen == [(6, "text 6")]
 
 
 # ------------------------------------------------------------- refusals, before any work
