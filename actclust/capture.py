@@ -55,7 +55,8 @@ def capture(model, dataset, layers, pool: str = "none", out=None, batch_size: in
             shard_rows: int = DEFAULT_SHARD_ROWS, resume: bool = False,
             overwrite: bool = False, progress: bool = True, text_column: str = "text",
             labels=None, tokenizer=None, verify: bool = False,
-            revision: Optional[str] = None) -> ActivationStore:
+            revision: Optional[str] = None, backend: str = "local",
+            address: Optional[str] = None, workers: Optional[int] = None) -> ActivationStore:
     """Capture activations of ``layers`` of ``model`` over ``dataset`` into a store at ``out``.
 
     Args:
@@ -85,6 +86,13 @@ def capture(model, dataset, layers, pool: str = "none", out=None, batch_size: in
             again.
         revision: for a hub id, the branch, tag or commit (default ``main``); the
             manifest records the commit.
+        backend: ``"local"`` (this process) or ``"ray"``: the documents are split into
+            contiguous parts captured by Ray tasks, then merged into one store equal to a
+            local capture row for row (``docs/scale.md``).
+        address: with ``backend="ray"``, the Ray cluster to join (default: start a local
+            one and shut it down at the end).
+        workers: with ``backend="ray"``, how many parts to capture at once (default: the
+            cluster's GPUs, else its CPUs).
 
     Returns:
         The :class:`~actclust.ActivationStore` written to ``out``.
@@ -97,6 +105,15 @@ def capture(model, dataset, layers, pool: str = "none", out=None, batch_size: in
         >>> store.rows[["doc_id", "token"]].head(3).values.tolist()
         [[0, '[CLS]'], [0, 'the'], [0, 'cat']]
     """
+    if backend != "local" or address is not None or workers is not None:
+        from .capture_parallel import capture_parallel
+
+        return capture_parallel(
+            model, dataset, layers, pool=pool, out=out, batch_size=batch_size, device=device,
+            dtype=dtype, max_length=max_length, exclude_special=exclude_special, limit=limit,
+            shard_rows=shard_rows, resume=resume, overwrite=overwrite, progress=progress,
+            text_column=text_column, labels=labels, tokenizer=tokenizer, verify=verify,
+            revision=revision, backend=backend, address=address, workers=workers)
     if pool not in POOLS:
         raise ActclustError(f"unknown pooling {pool!r}; choose one of {', '.join(POOLS)}")
     if dtype not in STORAGE_DTYPES:
@@ -124,15 +141,8 @@ def capture(model, dataset, layers, pool: str = "none", out=None, batch_size: in
                             f"({target.max_length} tokens)")
     plan = _plan(target, ds, pool, max_length, exclude_special)
     shards = _shard_plan(plan.rows_per_doc, shard_rows)
-    header = {
-        "model": {"name": target.name, "kind": target.kind, "config_hash": target.config_hash,
-                  **target.info},
-        "dataset": {**ds.meta, "name": ds.name, "fingerprint": ds.fingerprint(),
-                    "n_docs": len(ds)},
-        "capture": {"layers": layer_names, "pool": pool, "max_length": max_length,
-                    "storage_dtype": dtype, "exclude_special": exclude_special,
-                    "shard_rows": shard_rows, "truncated_docs": plan.truncated},
-    }
+    header = _header(target, ds, layer_names, pool, max_length, dtype, exclude_special,
+                     shard_rows, plan.truncated)
     writer = StoreWriter(out, header, shards, layer_names, ds.docs, dtype,
                          resume=resume, overwrite=overwrite, verify=verify)
     try:
@@ -142,6 +152,20 @@ def capture(model, dataset, layers, pool: str = "none", out=None, batch_size: in
     finally:
         writer.close()  # releases the writer lock, whatever happened
     return ActivationStore(out)
+
+
+def _header(target: Target, ds: Dataset, layer_names: list, pool: str, max_length, dtype: str,
+            exclude_special: bool, shard_rows: int, truncated: int) -> dict:
+    """The manifest's provenance fields: what was captured, from what, and how."""
+    return {
+        "model": {"name": target.name, "kind": target.kind, "config_hash": target.config_hash,
+                  **target.info},
+        "dataset": {**ds.meta, "name": ds.name, "fingerprint": ds.fingerprint(),
+                    "n_docs": len(ds)},
+        "capture": {"layers": layer_names, "pool": pool, "max_length": max_length,
+                    "storage_dtype": dtype, "exclude_special": exclude_special,
+                    "shard_rows": shard_rows, "truncated_docs": truncated},
+    }
 
 
 def _check_count(name: str, value, optional: bool) -> None:

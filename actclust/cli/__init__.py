@@ -210,6 +210,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--verify", action="store_true",
                    help="with --resume: recompute the checksums of the finished shards first")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--backend", default="local", choices=["local", "ray"],
+                   help="local: this process; ray: contiguous parts of the documents on Ray "
+                   "workers, merged into one store (docs/scale.md)")
+    p.add_argument("--address", help="with --backend ray: the Ray cluster to join (default: "
+                   "start a local one)")
+    p.add_argument("--workers", type=POSITIVE, help="with --backend ray: parts captured at "
+                   "once (default: the cluster's GPUs, else its CPUs)")
     p.set_defaults(func=c.cmd_capture)
 
     p = sub.add_parser("info", help="what a store holds")

@@ -57,7 +57,8 @@ def cmd_capture(args) -> int:
                     limit=args.limit, shard_rows=args.shard_rows or DEFAULT_SHARD_ROWS,
                     resume=args.resume, overwrite=args.overwrite, progress=not args.quiet,
                     text_column=args.text_column, verify=args.verify,
-                    revision=args.revision)
+                    revision=args.revision, backend=args.backend, address=args.address,
+                    workers=args.workers)
     print(f"wrote {len(store)} rows x {len(store.layers)} layers to {store.root}")
     return 0
 
