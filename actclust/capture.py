@@ -10,6 +10,7 @@ uninterrupted run.
 from __future__ import annotations
 
 import errno
+import os
 import warnings
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
@@ -27,6 +28,7 @@ from .data.base import Dataset
 from .errors import ActclustError
 from .models import Target, load_target
 from .store import ActivationStore, StoreWriter
+from .store.merge import PARTS_DIR
 from .store.writer import check_store_target
 from .store.format import STORAGE_DTYPES
 
@@ -114,6 +116,11 @@ def capture(model, dataset, layers, pool: str = "none", out=None, batch_size: in
             shard_rows=shard_rows, resume=resume, overwrite=overwrite, progress=progress,
             text_column=text_column, labels=labels, tokenizer=tokenizer, verify=verify,
             revision=revision, backend=backend, address=address, workers=workers)
+    if out is not None and os.path.lexists(os.path.join(out, PARTS_DIR)):
+        # A local run would start the store again from nothing: the parts' work is Ray's.
+        raise ActclustError(f"{out} holds a capture in parts on Ray ({PARTS_DIR}); finish "
+                            "it with --backend ray --resume, or start again with "
+                            "--backend ray --overwrite")
     if pool not in POOLS:
         raise ActclustError(f"unknown pooling {pool!r}; choose one of {', '.join(POOLS)}")
     if dtype not in STORAGE_DTYPES:

@@ -139,6 +139,14 @@ def test_an_existing_store_is_refused_without_overwrite(tmp_path):
         actclust.capture("minilm", "topics", LAYERS, out=tmp_path / "s", backend="ray")
 
 
+@pytest.mark.parametrize("flags", [{}, {"resume": True}, {"overwrite": True}])
+def test_a_local_capture_never_takes_over_a_capture_in_parts(tmp_path, flags):
+    (tmp_path / "s" / ".parts").mkdir(parents=True)
+    with pytest.raises(ActclustError, match="holds a capture in parts on Ray"):
+        actclust.capture("minilm", "topics", LAYERS, out=tmp_path / "s", **flags)
+    assert (tmp_path / "s" / ".parts").is_dir()
+
+
 # ----------------------------------------------------------------- on a local Ray (slow)
 
 @pytest.fixture(scope="module")
