@@ -368,22 +368,29 @@ class RowTable:
             raise IndexError(f"row index out of range for a table of {n} rows")
         return np.where(idx < 0, idx + n, idx)
 
-    def take(self, index) -> pd.DataFrame:
+    def take(self, index, columns=None) -> pd.DataFrame:
         """The rows ``index`` (row numbers in any order, or a boolean mask) with every
-        column, each joined with its document: the DataFrame's index is the row numbers.
-        Only the row groups holding those rows, and only their documents, are read."""
+        column (or only ``columns``), each joined with its document: the DataFrame's index
+        is the row numbers. Only the row groups holding those rows, and only their
+        documents, are read."""
         idx = self._row_numbers(index)
+        wanted_columns = list(self.columns) if columns is None else list(columns)
+        missing = [c for c in wanted_columns if c not in self.columns]
+        if missing:
+            raise KeyError(f"{missing} not in the columns of store {self.root}")
         self._check()
         unique, inverse = np.unique(idx, return_inverse=True)
-        frame = self._rows.gather(self._row_columns, unique).to_pandas()
-        if self._doc_columns:
+        own = [c for c in self._row_columns if c in wanted_columns]
+        frame = self._rows.gather(own, unique).to_pandas()
+        of_docs = [c for c in self._doc_columns if c in wanted_columns]
+        if of_docs:
             positions = self._doc_positions()[unique]
             wanted = np.unique(positions[positions >= 0])
-            docs = self._docs.gather(self._doc_columns, wanted).to_pandas()
+            docs = self._docs.gather(of_docs, wanted).to_pandas()
             docs.index = wanted
             docs = docs.reindex(positions).reset_index(drop=True)  # -1: missing
             frame = pd.concat([frame.reset_index(drop=True), docs], axis=1)
-        frame = frame.take(inverse)
+        frame = frame.take(inverse)[wanted_columns]
         frame.index = pd.Index(idx)
         return frame
 
@@ -465,3 +472,40 @@ class _ILoc:
         if columns is not None:
             frame = frame.iloc[:, columns]
         return frame.iloc[0] if one else frame
+
+
+class FrameRows:
+    """A DataFrame already in memory (a whole joined row table) with the row-reading
+    methods of :class:`RowTable`, so functions that show rows take either."""
+
+    def __init__(self, frame: pd.DataFrame):
+        self.frame = frame.reset_index(drop=True)
+        self.columns = self.frame.columns
+
+    def __len__(self) -> int:
+        return len(self.frame)
+
+    def __getitem__(self, key):
+        return self.frame[key]
+
+    def take(self, index, columns=None) -> pd.DataFrame:
+        part = self.frame.iloc[np.asarray(index, dtype=np.int64)]
+        return part if columns is None else part[list(columns)]
+
+    def document_rows(self, index) -> np.ndarray:
+        index = np.asarray(index, dtype=np.int64)
+        if "doc_id" not in self.columns:
+            return np.unique(index)
+        ids = self.frame["doc_id"].to_numpy()
+        return np.union1d(np.flatnonzero(np.isin(ids, ids[index])), index)
+
+
+def row_access(rows):
+    """``rows`` itself when it reads rows lazily (a :class:`RowTable`), else the DataFrame
+    wrapped as a :class:`FrameRows`."""
+    if hasattr(rows, "document_rows") and hasattr(rows, "take"):
+        return rows
+    if isinstance(rows, pd.DataFrame):
+        return FrameRows(rows)
+    raise ActclustError(f"rows must be a store's rows (store.rows) or a DataFrame, got "
+                        f"{type(rows).__name__}")

@@ -7,11 +7,10 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from ..errors import ActclustError
 from ..store import open_store
-from ._common import check_results
+from ._common import check_results, n_distinct
 from .._util.schema import NOT_REPORTERS
 from .figures import METRIC_NAMES, PROBE, contingency_heatmap, layer_sweep, pick_label
 from .concepts_section import concepts_html, is_token_store
@@ -23,9 +22,10 @@ MAX_AUTO_CLASSES = 30
 
 def default_label(store) -> str:
     """The store's first label column with 2 to 30 distinct values (``topic`` on topics)."""
-    rows = store.rows
     for col in store.label_columns:
-        if 2 <= rows[col].nunique() <= MAX_AUTO_CLASSES:
+        if store.rows.is_list_column(col):
+            continue
+        if 2 <= n_distinct(store.labels(col)) <= MAX_AUTO_CLASSES:
             return col
     raise ActclustError(f"store {store.root} has no label column with 2 to "
                         f"{MAX_AUTO_CLASSES} values to compare clusters with; pass label=... "
@@ -237,7 +237,7 @@ def _refit(store, layer, method, label, n_clusters, seed):
         usable = False
     if not usable:
         name, est = reporter_from_text("kmeans")
-    k = n_clusters or int(pd.Series(store.labels(label)).dropna().nunique())
+    k = n_clusters or n_distinct(store.labels(label))
     est = configure(est, n_clusters=max(k, 2), seed=seed)
     est.fit(store.layer(layer))
     return est, name

@@ -218,28 +218,33 @@ def large_token_store(tmp_path_factory):
 
 
 MEASURE = textwrap.dedent("""
-    import json, resource, sys
+    import json, sys
     import numpy as np
     from actclust import ActivationStore
 
-    def peak():
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    def high_water():  # VmHWM: the peak resident set since it was last reset
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) * 1024 for line in f
+                        if line.startswith("VmHWM"))
     store = ActivationStore(sys.argv[1])
     store.layer("h")
-    base = peak()
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")  # reset the peak to the current resident set, imports done
+    base = high_water()
     topic = store.labels("topic")
     tokens = store.column("token")
     sample = np.sort(np.random.default_rng(0).choice(len(store), 20_000, replace=False))
     shown = store.rows.take(sample)
     context = store.rows.take(store.rows.document_rows(sample[:50]))
-    print(json.dumps({"base": base, "peak": peak(), "topic": [str(v) for v in topic[:2]],
+    print(json.dumps({"base": base, "peak": high_water(),
+                      "topic": [str(v) for v in topic[:2]],
                       "n_tokens": len(tokens), "shown": len(shown),
                       "text": shown["text"].iloc[0][:7], "doc": int(shown["doc_id"].iloc[0]),
                       "context_docs": int(context["doc_id"].nunique())}))
 """)
 
 
-@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self")
 def test_labels_columns_and_a_sample_stay_in_bounded_memory(large_token_store):
     out = subprocess.run([sys.executable, "-c", MEASURE, str(large_token_store.root)],
                          capture_output=True, text=True, check=True)
@@ -251,3 +256,49 @@ def test_labels_columns_and_a_sample_stay_in_bounded_memory(large_token_store):
     assert found["topic"] == ["a", "a"] and found["n_tokens"] == MEMORY_ROWS
     assert found["shown"] == 20_000 and found["text"] == f"{found['doc']:07d}"
     assert found["context_docs"] <= 50
+
+
+# ---------------------------------------------------------------- no whole table inside
+
+
+@pytest.fixture
+def whole_table_forbidden(monkeypatch):
+    """store.rows.to_pandas (and so every DataFrame fallback) fails: what actclust itself
+    does with rows must read columns and taken rows only."""
+    def refuse(self):
+        raise AssertionError("the whole row table was built")
+    monkeypatch.setattr(RowTable, "to_pandas", refuse)
+
+
+def test_the_report_never_builds_the_whole_table(token_store, tmp_path,  # noqa: F811
+                                                 whole_table_forbidden):
+    from actclust.viz import write_report
+
+    store = ActivationStore(token_store.root)
+    path = write_report(store, out=tmp_path / "r.html", label="pos", map_method="pca",
+                        dashboards=True, concepts=True, concept_k=12)
+    text = path.read_text()
+    assert 'id="concepts"' in text and 'id="clusters-best"' in text
+    with pytest.raises(AssertionError, match="whole row table"):
+        store.rows.groupby("doc_id")  # the fallback is what was refused
+
+
+def test_maps_dashboards_and_concepts_read_only_the_rows_shown(token_store,  # noqa: F811
+                                                               whole_table_forbidden):
+    from actclust.concepts import concept_table
+    from actclust.reporters import KMeans
+    from actclust.viz import cluster_dashboard, layer_map
+
+    store = ActivationStore(token_store.root)
+    layer = store.layers[0]
+    km = KMeans(4, random_state=0).fit(store.layer(layer))
+    fig = layer_map(store, layer, clusters=km, label="pos", method="pca", max_points=50)
+    assert fig.layout.meta["n_shown"] == 50
+    tokens = store.column("token")
+    for trace in fig.data:  # each point's hover is its own row's token, in bold
+        for row, hover in zip(trace.customdata, trace.text):
+            assert f"<b>{tokens[row]}</b>" in hover.lower()
+    dash = cluster_dashboard(store, layer, km)
+    assert sum(page.size for page in dash.pages) == len(store)
+    result = concept_table(store, layer, k=6, labels=["pos"], max_rows=200)
+    assert result.n_fitted == 200 and result.n_rows == len(store)
