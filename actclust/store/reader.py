@@ -222,6 +222,9 @@ def open_store(store) -> ActivationStore:
                         f"{type(store).__name__}")
 
 
+GATHER_SPAN_BYTES = 2 ** 26  # a gather drops a shard's pages once per 64 MB of it
+
+
 class LayerView:
     """One layer of a store, read lazily from its memory-mapped shards.
 
@@ -304,14 +307,31 @@ class LayerView:
         return np.asarray(arr, dtype=dtype) if dtype is not None else np.asarray(arr)
 
     def _take(self, rows: np.ndarray) -> np.ndarray:
-        """Gather rows (int64 indices, any order) across shards."""
+        """Gather rows (int64 indices, any order) across shards.
+
+        Rows are read in sorted order (kinder to the memory map), and a gather that spans
+        more than ``GATHER_SPAN_BYTES`` of a shard drops each span's pages from this
+        process's resident set once copied: a sample spread over a layer larger than
+        memory keeps about one span resident, not the whole layer.
+        """
         out = np.empty((len(rows), *self.shape[1:]), fmt.STORAGE_DTYPES[self.storage_dtype])
+        row_bytes = max(1, out[:1].nbytes)
+        span = max(1, GATHER_SPAN_BYTES // row_bytes)
         shard_of = np.searchsorted(self._offsets, rows, side="right") - 1
         for s in np.unique(shard_of):
             where = np.nonzero(shard_of == s)[0]
             local = rows[where] - self._offsets[s]
-            order = np.argsort(local, kind="stable")  # sorted reads are kinder to mmap
-            out[where[order]] = self.shards[s][local[order]]
+            order = np.argsort(local, kind="stable")
+            where, local = where[order], local[order]
+            if local[-1] - local[0] < span:
+                out[where] = self.shards[s][local]
+                continue
+            cuts = np.searchsorted(local, np.arange(local[0], local[-1] + 1, span))
+            for lo, hi in zip(cuts, np.r_[cuts[1:], len(local)]):
+                if hi > lo:
+                    out[where[lo:hi]] = self.shards[s][local[lo:hi]]
+                    first = self._offsets[s] + local[lo]
+                    self._release(first, self._offsets[s] + local[hi - 1] + 1)
         return self._decode(out)
 
     def __getitem__(self, key):

@@ -20,7 +20,15 @@ PROBA_KIND = "assignment probability (predict_proba)"
 
 
 def batches(view):
+    """``(start, float64 rows)`` over the layer; a store layer is read with
+    ``iter_batches``, which keeps about one batch of its memory map resident."""
     step = max(1, BATCH_BYTES // (8 * int(np.prod(view.shape[1:]))))
+    if hasattr(view, "iter_batches"):
+        start = 0
+        for X in view.iter_batches(step):
+            yield start, np.asarray(X, dtype=np.float64)
+            start += len(X)
+        return
     for start in range(0, len(view), step):
         yield start, np.asarray(view[start:start + step], dtype=np.float64)
 
