@@ -179,7 +179,8 @@ def align(groups, rows: pd.DataFrame, label_columns: Optional[Sequence[str]] = N
         groups: a cluster id per row (a negative id: in no group), or a list or dict of
             row-index arrays (or boolean masks), which may overlap or leave rows out (a
             feature's top-activating rows).
-        rows: the rows' label columns (``store.rows``), in row order.
+        rows: a DataFrame of the rows' label columns, in row order (of a store:
+            ``store.rows[columns]``, only the columns aligned with).
         label_columns: the columns to align with; default :func:`choose_label_columns`.
         theta: the precision a group needs to be aligned (0.9, as ConceptX).
         max_unknown: the largest unknown share an aligned group may have (0.4, as
@@ -195,7 +196,8 @@ def align(groups, rows: pd.DataFrame, label_columns: Optional[Sequence[str]] = N
     theta = _check_share(theta, "theta", low_open=True)
     max_unknown = _check_share(max_unknown, "max_unknown", low_open=False)
     if not isinstance(rows, pd.DataFrame):
-        raise ActclustError(f"rows must be a DataFrame (store.rows), got {type(rows).__name__}")
+        raise ActclustError(f"rows must be a DataFrame of label columns (store.rows[columns]), "
+                            f"got {type(rows).__name__}")
     columns = choose_label_columns(rows) if label_columns is None else \
         [label_columns] if isinstance(label_columns, str) else list(label_columns)
     missing = [c for c in columns if c not in rows.columns]

@@ -191,11 +191,12 @@ def in_context(text: str, tokens: Sequence[str], index: int, window: int = 80) -
         ("…" if hi < len(text) else "")
 
 
-def examples(rows: pd.DataFrame, index: Sequence[int], window: int = 80) -> list[str]:
+def examples(rows, index: Sequence[int], window: int = 80) -> list[str]:
     """How each of the rows ``index`` reads: for token rows, the document's text with the
     token marked «so»; for rows of whole documents, the text; else the row number.
 
-    ``rows`` is ``store.rows``; only the documents of the rows asked for are read.
+    ``rows`` is ``store.rows`` (or a DataFrame of the joined table); only the rows asked
+    for, and the tokens of their documents, are read.
 
     Example:
         >>> rows = pd.DataFrame({"doc_id": [7, 7, 7], "position": [0, 1, 2],
@@ -203,20 +204,31 @@ def examples(rows: pd.DataFrame, index: Sequence[int], window: int = 80) -> list
         >>> examples(rows, [1])
         ['The «cat».']
     """
+    from ..store.row_table import row_access
+
+    rows = row_access(rows)
+    index = np.asarray(index, dtype=np.int64).ravel()
+    columns = list(rows.columns)
+    tokens = "token" in columns and "doc_id" in columns
+    has_text = "text" in columns
+    shown = rows.take(index, columns=[c for c in ("doc_id", "token", "text") if c in columns])
+    documents = {}
+    if tokens and has_text and len(index):
+        located = [c for c in ("doc_id", "position", "token") if c in columns]
+        context = rows.take(rows.document_rows(index), columns=located)
+        for doc, mine in context.groupby("doc_id", sort=False):  # each in row order
+            if "position" in columns:
+                mine = mine.iloc[np.argsort(mine["position"].to_numpy(), kind="stable")]
+            documents[doc] = mine
     out = []
-    tokens = "token" in rows.columns and "doc_id" in rows.columns
-    doc_ids = rows["doc_id"].to_numpy() if tokens else None
-    for i in index:
-        text = str(rows["text"].iat[i]) if "text" in rows.columns else None
+    for i, rec in zip(index.tolist(), shown.to_dict("records")):
+        text = str(rec["text"]) if has_text else None
         if tokens and text is not None:
-            mine = np.flatnonzero(doc_ids == doc_ids[i])
-            if "position" in rows.columns:
-                mine = mine[np.argsort(rows["position"].to_numpy()[mine], kind="stable")]
-            where = int(np.flatnonzero(mine == i)[0])
-            out.append(in_context(text, rows["token"].to_numpy()[mine].tolist(), where,
-                                  window))
+            mine = documents[rec["doc_id"]]
+            where = int(np.flatnonzero(mine.index.to_numpy() == i)[0])
+            out.append(in_context(text, mine["token"].tolist(), where, window))
         elif tokens:
-            out.append(f"{MARK[0]}{rows['token'].iat[i]}{MARK[1]}")
+            out.append(f"{MARK[0]}{rec['token']}{MARK[1]}")
         elif text is not None:
             out.append(text if len(text) <= 2 * window else text[:2 * window] + "…")
         else:
@@ -224,9 +236,9 @@ def examples(rows: pd.DataFrame, index: Sequence[int], window: int = 80) -> list
     return out
 
 
-def novel_candidates(X, groups, table: pd.DataFrame, rows: Optional[pd.DataFrame] = None, *,
+def novel_candidates(X, groups, table: pd.DataFrame, rows=None, *,
                      n: int = 20, n_examples: int = 5, min_size: int = MIN_SIZE,
-                     seed: int = 0) -> pd.DataFrame:
+                     seed: int = 0, row_numbers: Optional[np.ndarray] = None) -> pd.DataFrame:
     """Groups aligned with no label, best first by :func:`coherence`, with examples.
 
     A group is a candidate when the alignment ``table`` (from
@@ -234,7 +246,9 @@ def novel_candidates(X, groups, table: pd.DataFrame, rows: Optional[pd.DataFrame
     it has at least ``min_size`` rows. Every candidate is scored and ranked (``rank`` 1
     first); the ``n`` first get the ``n_examples`` rows nearest their centroid
     (``example_rows``) and, given ``rows`` (``store.rows``), how those rows read
-    (``examples``, see :func:`examples`); the others get empty lists.
+    (``examples``, see :func:`examples`); the others get empty lists. When ``X`` holds a
+    sample of the store's rows, ``row_numbers`` gives the store row of each of its rows,
+    and ``example_rows`` are store rows.
 
     Example:
         >>> rng = np.random.default_rng(0)
@@ -260,7 +274,11 @@ def novel_candidates(X, groups, table: pd.DataFrame, rows: Optional[pd.DataFrame
     scores.insert(0, "rank", np.arange(1, len(scores) + 1))
     near = [nearest_to_centroid(X, g.members(position[gid]), n_examples) if r < n
             else np.zeros(0, np.int64) for r, gid in enumerate(scores["group"])]
+    if row_numbers is not None:
+        near = [np.asarray(row_numbers)[r] for r in near]
     scores["example_rows"] = [r.tolist() for r in near]
-    if rows is not None:
-        scores["examples"] = [examples(rows, r) for r in near]
+    if rows is not None:  # one read for all of them, then split per candidate
+        texts = examples(rows, np.concatenate(near)) if near else []
+        ends = np.cumsum([len(r) for r in near])
+        scores["examples"] = [texts[end - len(r):end] for r, end in zip(near, ends)]
     return scores

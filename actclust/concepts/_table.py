@@ -32,8 +32,11 @@ class ConceptResult:
             ``separability``, ``coherence`` and ``novel_rank`` (NaN for other clusters).
         summary: :func:`~actclust.concepts.summarise` of the table.
         novel: the candidate novel features, best first, with examples in context.
-        clusters: the cluster of each row.
+        clusters: the cluster of each row (of each sampled row, with ``sample``).
         seconds: time taken by the ``fit``, the ``align`` step and the ``novel`` ranking.
+        sample: the store rows clustered and aligned, sorted, when ``max_rows`` drew a
+            sample; ``None`` when every row was.
+        n_rows: rows in the layer.
     """
 
     layer: str
@@ -47,6 +50,13 @@ class ConceptResult:
     novel: pd.DataFrame = field(repr=False)
     clusters: np.ndarray = field(repr=False)
     seconds: dict = field(default_factory=dict)
+    sample: Optional[np.ndarray] = field(default=None, repr=False)
+    n_rows: int = 0
+
+    @property
+    def n_fitted(self) -> int:
+        """Rows the clusters were fitted on and aligned over."""
+        return len(self.clusters)
 
     def to_results(self) -> pd.DataFrame:
         """The summary as tidy results rows (see :func:`~actclust.concepts.to_results`)."""
@@ -106,7 +116,7 @@ def _changed(est) -> dict:
 def concept_table(store, layer: str, *, k: int = 400, method="kmeans",
                   labels: Optional[Union[str, Sequence[str]]] = None, theta: float = 0.9,
                   max_unknown: float = 0.4, seed: int = 0, n_examples: int = 5,
-                  n_novel: int = 20) -> ConceptResult:
+                  n_novel: int = 20, max_rows: Optional[int] = None) -> ConceptResult:
     """Over-cluster one layer and align every cluster with every label (ConceptX).
 
     Args:
@@ -124,6 +134,9 @@ def concept_table(store, layer: str, *, k: int = 400, method="kmeans",
         seed: the clusterer's seed, and the probes' and samples' of the ranking.
         n_examples: rows shown per novel candidate, nearest its centroid first.
         n_novel: novel candidates shown with examples (all are ranked).
+        max_rows: cluster and align a seeded uniform sample of at most this many rows
+            (read into memory), so that a layer of millions of token rows costs a bounded
+            time and memory; ``None``: every row. Ignored for a fitted ``method``.
 
     Example:
         >>> import actclust, tempfile
@@ -146,38 +159,65 @@ def concept_table(store, layer: str, *, k: int = 400, method="kmeans",
     else:
         columns = [labels] if isinstance(labels, str) else list(labels)
         for column in columns:
-            store.labels(column)  # an unknown column fails here, listing the label columns
+            if column not in all_rows.columns or all_rows.is_list_column(column):
+                store.labels(column)  # fails, listing the label columns
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 2:
         raise ActclustError(f"k must be a whole number of clusters >= 2, got {k!r}")
-    if k > len(view):
-        raise ActclustError(f"k={k} clusters is more than the {len(view)} rows of {layer}; "
-                            "use a smaller k")
     base, est, fitted = _clusterer(method, int(k), seed)
+    sample = _sample(len(view), max_rows, seed) if not fitted else None
+    X = view if sample is None else np.asarray(view[sample])
+    if k > len(X):
+        raise ActclustError(f"k={k} clusters is more than the {len(X)} rows of {layer}"
+                            + (" sampled" if sample is not None else "") + "; use a smaller k")
     start = time.perf_counter()
     if not fitted:
-        est.fit(view)
+        est.fit(X)
     clusters = np.asarray(est.labels_)
-    if len(clusters) != len(view):
+    if len(clusters) != len(X):
         raise ActclustError(f"the fitted clusterer has {len(clusters)} labels, the layer "
-                            f"{len(view)} rows; fit it on {layer} of this store")
+                            f"{len(X)} rows; fit it on {layer} of this store")
     if fitted:
         k = int(len(np.unique(clusters[clusters >= 0])))
     name = _method(base, est, k)
     seconds = {"fit": time.perf_counter() - start}
     start = time.perf_counter()
-    table = align(clusters, all_rows[columns], columns, theta=theta, max_unknown=max_unknown)
+    table = align(clusters, label_frame(store, columns, sample), columns, theta=theta,
+                  max_unknown=max_unknown)
     for position, (column, value) in enumerate(
             [("layer", layer), ("method", name), ("k", int(k)), ("seed", int(seed))]):
         table.insert(position, column, value)
     summary = summarise(table)
     seconds["align"] = time.perf_counter() - start
     start = time.perf_counter()
-    novel = novel_candidates(view, clusters, table, all_rows, n=n_novel,
-                             n_examples=n_examples, seed=seed)
+    novel = novel_candidates(X, clusters, table, all_rows, n=n_novel,
+                             n_examples=n_examples, seed=seed, row_numbers=sample)
     seconds["novel"] = time.perf_counter() - start
     scores = novel.set_index("group")[["tightness", "separability", "coherence", "rank"]]
     table = table.join(scores.rename(columns={"rank": "novel_rank"}), on="group")
     return ConceptResult(layer=layer, method=name, k=int(k), seed=int(seed),
                          theta=float(theta),
                          max_unknown=float(max_unknown), table=table, summary=summary,
-                         novel=novel, clusters=clusters, seconds=seconds)
+                         novel=novel, clusters=clusters, seconds=seconds, sample=sample,
+                         n_rows=len(view))
+
+
+def _sample(n: int, max_rows: Optional[int], seed: int) -> Optional[np.ndarray]:
+    """Sorted row numbers of a seeded uniform sample of ``max_rows`` of ``n`` rows, or
+    ``None`` when every row fits."""
+    if max_rows is None or n <= max_rows:
+        return None
+    if isinstance(max_rows, bool) or not isinstance(max_rows, (int, np.integer)) or \
+            max_rows < 2:
+        raise ActclustError(f"max_rows must be a whole number of rows >= 2, got {max_rows!r}")
+    return np.sort(np.random.default_rng(seed).choice(n, int(max_rows), replace=False))
+
+
+def label_frame(store, columns, sample: Optional[np.ndarray] = None) -> pd.DataFrame:
+    """The label columns ``align`` takes, of every row or of the ``sample`` rows; text
+    stays as the store's shared strings (object), never one copy per row."""
+    frame = {}
+    for column in columns:
+        values = store.labels(column)
+        frame[column] = pd.Series(values if sample is None else values[sample],
+                                  dtype=object if values.dtype == object else None)
+    return pd.DataFrame(frame)

@@ -32,7 +32,7 @@ def contrast_pairs(store, layer: str, pair_column: str = "statement_id",
         >>> X_pos.shape, X_neg.shape, len(y)
         ((4, 384), (4, 384), 4)
     """
-    rows = store.rows
+    rows = store.rows  # a store's lazy row table: only the columns named are read
     for column in (pair_column, side_column):
         if column not in rows.columns:
             raise ActclustError(f"store {store.root} has no {column!r} column: CCS needs a "
@@ -41,12 +41,12 @@ def contrast_pairs(store, layer: str, pair_column: str = "statement_id",
         raise ActclustError("contrast pairs need one row per document: capture with "
                             "--pool last (or mean), not token rows")
     X = store.layer(layer).to_numpy()
-    pos = rows.index[rows[side_column] == positive].to_numpy()
-    neg = rows.index[rows[side_column] != positive].to_numpy()
-    pos = pos[np.argsort(rows[pair_column].to_numpy()[pos], kind="stable")]
-    neg = neg[np.argsort(rows[pair_column].to_numpy()[neg], kind="stable")]
-    if len(pos) != len(neg) or not np.array_equal(rows[pair_column].to_numpy()[pos],
-                                                  rows[pair_column].to_numpy()[neg]):
+    sides = np.asarray(rows[side_column].to_numpy() == positive, dtype=bool)
+    pairs = rows[pair_column].to_numpy()
+    pos, neg = np.flatnonzero(sides), np.flatnonzero(~sides)
+    pos = pos[np.argsort(pairs[pos], kind="stable")]
+    neg = neg[np.argsort(pairs[neg], kind="stable")]
+    if len(pos) != len(neg) or not np.array_equal(pairs[pos], pairs[neg]):
         raise ActclustError(f"every {pair_column} needs exactly one {positive!r} and one "
                             f"other {side_column}; the store's pairs are incomplete")
     y = rows[label_column].to_numpy()[pos] if label_column in rows.columns else None

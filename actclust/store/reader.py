@@ -1,4 +1,5 @@
-"""Reading a store: memory-mapped layers, the row table, labels, batches and torch loaders.
+"""Reading a store: memory-mapped layers, the row table (lazy, :mod:`.row_table`), labels,
+batches and torch loaders.
 
 Nothing read from disk is trusted: the manifest is validated when the store is opened,
 every file is reached inside the store without following a symlink, each shard's header
@@ -21,6 +22,7 @@ import pandas as pd
 from ..errors import ActclustError, closest
 from . import format as fmt
 from . import paths
+from .row_table import RowTable
 from .shards import load_shard
 
 
@@ -125,37 +127,48 @@ class ActivationStore:
         return self._read_table(fmt.DOCS)
 
     @cached_property
-    def rows(self) -> pd.DataFrame:
-        """One row per stored vector, joined with its document's labels.
+    def rows(self) -> RowTable:
+        """One row per stored vector, joined with its document's columns, read lazily.
 
         Row ``i`` describes row ``i`` of every layer: ``row``, ``doc_id``, ``position``
         and ``token`` (token-level stores), token-level label columns, then the
-        document's columns (``text`` and labels).
+        document's columns (``text`` and labels). A :class:`~.row_table.RowTable`:
+        ``rows["topic"]`` reads one column, ``rows[["doc_id", "token"]]`` a few,
+        ``rows.take(index)`` whole rows (their documents joined for those rows only),
+        ``rows.to_pandas()`` the whole joined table; other DataFrame methods fall back to
+        ``to_pandas()`` (the whole table in memory: text repeated on every token row).
+
+        Example:
+            >>> store.rows.take([0, 1])[["doc_id", "token", "text"]]  # doctest: +SKIP
         """
-        rows = self._read_table(fmt.ROWS)
-        if len(rows) != len(self):
-            raise ActclustError(f"store {self.root} is damaged: {fmt.ROWS} has {len(rows)} "
-                                f"rows, its layers {len(self)}; run `actclust verify`")
-        if "row" in rows.columns and not np.array_equal(
-                rows["row"].to_numpy(), np.arange(len(rows))):
-            raise ActclustError(f"store {self.root} is damaged: the row column of {fmt.ROWS} "
-                                "is not 0, 1, 2, ...; run `actclust verify`")
-        docs = self.docs
-        if "doc_id" not in rows.columns or "doc_id" not in docs.columns:
-            raise ActclustError(f"store {self.root} is damaged: {fmt.ROWS} or {fmt.DOCS} has "
-                                "no doc_id column; run `actclust verify`")
-        extra = [c for c in docs.columns if c == "doc_id" or c not in rows.columns]
-        try:
-            return rows.merge(docs[extra], on="doc_id", how="left", validate="many_to_one")
-        except (pd.errors.MergeError, ValueError, TypeError) as err:
-            raise ActclustError(f"store {self.root} is damaged: its rows do not join its "
-                                f"documents ({str(err)[:100]}); run `actclust verify`") from None
+        return RowTable(self.root, len(self))
+
+    @property
+    def columns(self) -> list[str]:
+        """Every row column: ``rows.parquet``'s, then ``docs.parquet``'s (without its
+        ``doc_id``), read from the tables' schemas alone."""
+        return list(self.rows.columns)
+
+    def column(self, name: str) -> np.ndarray:
+        """One column, one value per row, aligned with every layer; only that column is
+        read. A document column (``text``, ``topic``) is read from ``docs.parquet`` and
+        spread over its rows; text comes back as an object array holding one string per
+        distinct value (ten million token rows of a few hundred tokens: ten million
+        pointers, not ten million strings).
+
+        Example:
+            >>> store.column("token")[:3]  # doctest: +SKIP
+            array(['[CLS]', 'the', 'cat'], dtype=object)
+        """
+        if not isinstance(name, str) or name not in self.rows.columns:
+            raise ActclustError(f"column {name!r} is not in store {self.root}; columns: "
+                                f"{', '.join(self.columns)}")
+        return self.rows.values(name)
 
     @property
     def label_columns(self) -> list[str]:
         """Columns of :attr:`rows` usable as labels (everything but ids, text, tokens)."""
-        skip = {"row", "doc_id", "position", "token", "token_id", "text"}
-        return [c for c in self.rows.columns if c not in skip]
+        return self.rows.label_columns
 
     def labels(self, column: str) -> np.ndarray:
         """Values of a label column, one per row, aligned with every layer.
@@ -165,15 +178,13 @@ class ActivationStore:
             array(['sports', 'sports', 'cooking'], dtype=object)
         """
         rows = self.rows
-        if column not in rows.columns:
+        if not isinstance(column, str) or column not in rows.columns:
             raise ActclustError(f"label column {column!r} is not in store {self.root}; "
                                 f"label columns: {', '.join(self.label_columns)}")
-        values = rows[column].to_numpy()
-        if values.dtype == object and any(
-                isinstance(v, (list, tuple, dict, set, np.ndarray)) for v in values):
+        if rows.is_list_column(column):
             raise ActclustError(f"label column {column!r} of store {self.root} holds lists "
                                 "or arrays, not one label per row")
-        return values
+        return rows.values(column)
 
     def size_bytes(self) -> int:
         """Bytes on disk taken by the whole store directory (symlinks are not followed)."""
@@ -211,8 +222,7 @@ def open_store(store) -> ActivationStore:
                         f"{type(store).__name__}")
 
 
-GATHER_ROWS = 4096  # rows read between releases of their pages in a scattered gather
-RELEASE_ABOVE_ROWS = 64  # smaller gathers leave their few pages mapped
+GATHER_SPAN_BYTES = 2 ** 26  # a gather drops a shard's pages once per 64 MB of it
 
 
 class LayerView:
@@ -299,23 +309,29 @@ class LayerView:
     def _take(self, rows: np.ndarray) -> np.ndarray:
         """Gather rows (int64 indices, any order) across shards.
 
-        A sample scattered over a large layer faults in the kernel's read-ahead around
-        every row: 4,096 rows of a 7 GB layer left 3.4 GB of it resident. So rows are read
-        in sorted runs of ``GATHER_ROWS``, each run's pages released once copied.
+        Rows are read in sorted order (kinder to the memory map), and a gather that spans
+        more than ``GATHER_SPAN_BYTES`` of a shard drops each span's pages from this
+        process's resident set once copied: a sample spread over a layer larger than
+        memory keeps about one span resident, not the whole layer.
         """
         out = np.empty((len(rows), *self.shape[1:]), fmt.STORAGE_DTYPES[self.storage_dtype])
+        row_bytes = max(1, out[:1].nbytes)
+        span = max(1, GATHER_SPAN_BYTES // row_bytes)
         shard_of = np.searchsorted(self._offsets, rows, side="right") - 1
         for s in np.unique(shard_of):
             where = np.nonzero(shard_of == s)[0]
             local = rows[where] - self._offsets[s]
-            order = np.argsort(local, kind="stable")  # sorted reads are kinder to mmap
-            for lo in range(0, len(order), GATHER_ROWS):
-                run = order[lo:lo + GATHER_ROWS]
-                out[where[run]] = self.shards[s][local[run]]
-                if len(order) > RELEASE_ABOVE_ROWS:
-                    stop = local[order[lo + GATHER_ROWS]] if lo + GATHER_ROWS < len(order) \
-                        else self._offsets[s + 1] - self._offsets[s]
-                    self._release(self._offsets[s] + local[run[0]], self._offsets[s] + stop)
+            order = np.argsort(local, kind="stable")
+            where, local = where[order], local[order]
+            if local[-1] - local[0] < span:
+                out[where] = self.shards[s][local]
+                continue
+            cuts = np.searchsorted(local, np.arange(local[0], local[-1] + 1, span))
+            for lo, hi in zip(cuts, np.r_[cuts[1:], len(local)]):
+                if hi > lo:
+                    out[where[lo:hi]] = self.shards[s][local[lo:hi]]
+                    first = self._offsets[s] + local[lo]
+                    self._release(first, self._offsets[s] + local[hi - 1] + 1)
         return self._decode(out)
 
     def __getitem__(self, key):

@@ -10,8 +10,7 @@ from html import escape
 
 from . import format as fmt
 from . import paths
-
-_NOT_LABELS = {"row", "doc_id", "position", "token", "token_id", "text"}
+from .row_table import NOT_LABELS as _NOT_LABELS
 
 
 def column_names(store, table: str) -> list[str]:

@@ -77,6 +77,18 @@ def cluster_labels(clusters, n_rows: int, what: str = "clusters") -> np.ndarray:
     return clusters
 
 
+def n_distinct(values) -> int:
+    """Distinct known values of a column (as ``Series.nunique``), hashing the values as
+    they are: a store's text columns share one string per value, so this is cheap.
+
+    Example:
+        >>> n_distinct(np.array(["a", "b", None, "a"], dtype=object))
+        2
+    """
+    values = np.asarray(values)
+    return int(len(pd.unique(values[np.asarray(pd.notna(values))])))
+
+
 def category_names(values: np.ndarray, max_categories: int) -> tuple[np.ndarray, list]:
     """Values as strings, with all but the ``max_categories - 1`` commonest lumped as
     ``other``; returns the per-row names and the legend order (commonest... then other).
@@ -176,27 +188,37 @@ def token_context(text: str, span: tuple[int, int], token: str, window: int = 70
     return _wrap_marked(left + "\x01" + text[start:end] + "\x02" + right)
 
 
-def row_hover(rows: pd.DataFrame, index: np.ndarray, label_columns: list[str],
+def row_hover(rows, index: np.ndarray, label_columns: list[str],
               extra: dict | None = None) -> np.ndarray:
     """One hover text per selected row: its context (token in bold) and its labels.
 
-    ``rows`` is ``store.rows``; ``index`` selects the rows to describe; ``extra`` maps a
-    name to an array (aligned with ``index``) shown first, such as the cluster.
+    ``rows`` is ``store.rows`` (or a DataFrame of the whole joined table); ``index``
+    selects the rows to describe; ``extra`` maps a name to an array (aligned with
+    ``index``) shown first, such as the cluster. Only the selected rows are read with their
+    documents' text, and for token rows the tokens (not the text) of those documents, to
+    find where each token sits in its text.
     """
-    sub = rows.iloc[index]
-    has_tokens = "token" in sub.columns and "position" in sub.columns
+    from ..store.row_table import row_access
+
+    rows = row_access(rows)
+    index = np.asarray(index, dtype=np.int64)
+    columns = list(rows.columns)
+    wanted = [c for c in columns if c in ("doc_id", "position", "token", "text")
+              or c in label_columns]
+    sub = rows.take(index, columns=wanted)
+    has_tokens = "token" in columns and "position" in columns
     spans = {}
-    if has_tokens:
+    if has_tokens and len(index):
         # Offsets are found per document, over all its tokens, then looked up per row.
-        docs = sub["doc_id"].unique()
-        mine = rows[rows["doc_id"].isin(docs)]
-        for doc, group in mine.groupby("doc_id", sort=False):
-            text = group["text"].iloc[0] if "text" in group.columns else ""
+        texts = dict(zip(sub["doc_id"], sub["text"])) if "text" in columns else {}
+        context = rows.take(rows.document_rows(index), columns=["doc_id", "token"])
+        for doc, group in context.groupby("doc_id", sort=False):
+            text = texts.get(doc, "")
             for row, span in zip(group.index, token_offsets(str(text), group["token"])):
                 spans[row] = span
     out = []
     extra = extra or {}
-    for i, (row_id, rec) in enumerate(zip(sub.index, sub.to_dict("records"))):
+    for i, (row_id, rec) in enumerate(zip(index.tolist(), sub.to_dict("records"))):
         if has_tokens:
             body = token_context(str(rec.get("text", "")), spans.get(row_id, (-1, -1)),
                                  str(rec["token"]))

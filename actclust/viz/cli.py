@@ -16,6 +16,7 @@ def add_command(subparsers) -> None:
         >>> args.store, args.out, args.results, args.func.__name__
         ('store', 'r.html', None, 'cmd_report')
     """
+    from .concepts_section import MAX_ROWS
     from .maps import MAX_POINTS
 
     p = subparsers.add_parser(
@@ -40,6 +41,9 @@ def add_command(subparsers) -> None:
                           help="leave out the Concepts section")
     p.add_argument("--concept-k", type=int, default=400,
                    help="clusters per layer in the Concepts section (default 400)")
+    p.add_argument("--concept-rows", type=int, default=MAX_ROWS,
+                   help="the Concepts section fits each layer on a seeded sample of at most "
+                   f"this many rows (default {MAX_ROWS:,}; 0: every row)")
     p.set_defaults(func=cmd_report)
 
 
@@ -53,12 +57,16 @@ def cmd_report(args) -> int:
                             "`actclust capture --out` wrote")
     if args.concept_k < 2:
         raise ActclustError(f"--concept-k must be at least 2, got {args.concept_k}")
+    if args.concept_rows < 0 or args.concept_rows == 1:
+        raise ActclustError(f"--concept-rows must be 0 (every row) or at least 2, got "
+                            f"{args.concept_rows}")
     if args.max_points < 3:
         raise ActclustError(f"--max-points must be at least 3, got {args.max_points}")
     check_output_file(args.out, "-o/--out", suffixes=(".html", ".htm"))  # before the maps and fits, not after
     path = write_report(args.store, args.results, args.out, label=args.label,
                         reporter=args.reporter, map_method=args.map,
                         max_points=args.max_points, dashboards=not args.no_dashboards,
-                        concepts=args.concepts, concept_k=args.concept_k)
+                        concepts=args.concepts, concept_k=args.concept_k,
+                        concept_rows=args.concept_rows or None)
     print(f"report: {path} ({path.stat().st_size / 2**20:.1f} MiB)")
     return 0

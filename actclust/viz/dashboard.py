@@ -20,8 +20,8 @@ import pandas as pd
 from ..errors import ActclustError
 from ..store import open_store
 from ._common import _piece, base_layout, cluster_labels, colour
+from ._memberships import DISTANCE_KIND, PROBA_KIND, Memberships, means  # noqa: F401
 
-BATCH_BYTES = 2 ** 27  # float64 rows per pass step: ~128 MB whatever the width
 MAX_LABEL_VALUES = 12
 WINDOW = 8
 
@@ -173,33 +173,37 @@ def cluster_dashboard(store, layer: str, reporter=None, *, clusters=None, n_exam
         if col not in rows.columns:
             raise ActclustError(f"label column {col!r} is not in store {store.root}; label "
                                 f"columns: {', '.join(store.label_columns)}")
-    means = _means(view, codes, k)
-    strength, dist, kind = _memberships(view, reporter if clusters is None else None, means,
-                                        codes, k)
+    centres = _means(view, codes, k)
+    strength = Memberships(view, reporter if clusters is None else None, centres, codes, k)
+    kind = strength.kind
     from scipy.spatial.distance import cdist
 
-    mean_dist = cdist(means, means)  # k x k, without a k x k x d intermediate
-    pages = []
+    mean_dist = cdist(centres, centres)  # k x k, without a k x k x d intermediate
+    shown = []
     for c in range(k):
-        members = np.nonzero(codes == c)[0]
         # Highest membership (closest to the mean) first; ties broken by row number.
-        order = members[np.lexsort((members, -strength[members, c]))]
+        order = strength.ranked(c, np.flatnonzero(codes == c))
         top = order[:n_examples]
         rest = order[n_examples:]
         bands = []
         if len(rest) and n_bands:
             at = np.unique(np.linspace(0, len(rest) - 1, n_bands).round().astype(int))
             bands = rest[at]
+        shown.append((top, np.asarray(bands, dtype=np.int64), len(order)))
+    examples = _Examples(rows, np.concatenate([np.r_[t, b] for t, b, _ in shown]),
+                         strength, label_cols)
+    tables = _label_tables(store, label_cols, codes, k)
+    pages = []
+    for c, (top, bands, size) in enumerate(shown):
         neighbours = [(found[j], float(mean_dist[c, j]))
                       for j in np.argsort(mean_dist[c]) if j != c][:3]
         pages.append(ClusterPage(
-            cluster=found[c], size=len(members), share=len(members) / n,
-            top=[_example(rows, r, strength[:, c], label_cols) for r in top],
-            bands=[_example(rows, r, strength[:, c], label_cols) for r in bands],
-            labels={col: _label_table(rows[col].to_numpy(), codes == c) for col in label_cols},
+            cluster=found[c], size=size, share=size / n,
+            top=[examples.example(r, c) for r in top],
+            bands=[examples.example(r, c) for r in bands],
+            labels={col: tables[col][c] for col in label_cols},
             neighbours=neighbours,
-            histogram=_histogram(strength[:, c] if kind == PROBA_KIND else dist[:, c],
-                                 codes == c, found[c], kind)))
+            histogram=_histogram(*strength.histograms[c], found[c], kind)))
     method = method or (type(reporter).__name__ if reporter is not None else "clusters")
     return ClusterDashboard(layer, method, kind, pages, n, str(store.root.name), uid)
 
@@ -213,61 +217,42 @@ def _page_id(uid: str, cluster) -> str:
     return f"{uid}-c{safe}-{zlib.crc32(name.encode()) % 10_000}"  # two names, one safe form
 
 
-def _batches(view):
-    step = max(1, BATCH_BYTES // (8 * int(np.prod(view.shape[1:]))))
-    for start in range(0, len(view), step):
-        yield start, np.asarray(view[start:start + step], dtype=np.float64)
-
-
 def _means(view, codes, k) -> np.ndarray:
-    sums = np.zeros((k, view.shape[1]))
-    for start, X in _batches(view):
-        part = codes[start:start + len(X)]
-        for c in np.unique(part):  # k masked sums: np.add.at is far slower on wide rows
-            sums[c] += X[part == c].sum(0)
-    return sums / np.bincount(codes, minlength=k)[:, None]
+    return means(view, codes, k)
 
 
-DISTANCE_KIND = "closeness to the cluster mean (share of its rows lying farther out)"
-PROBA_KIND = "assignment probability (predict_proba)"
+def _label_tables(store, columns, codes, k) -> dict:
+    """Per label column, per cluster: the table of value, in_cluster and overall shares,
+    from one count of (cluster, value) pairs over all rows."""
+    out = {}
+    for col in columns:
+        values = store.column(col)
+        known = pd.notna(values)
+        found, uniques = pd.factorize(values[known])
+        names = np.array([str(u) for u in uniques] + ["(missing)"], dtype=object)
+        value_codes = np.full(len(values), len(uniques), np.int64)
+        value_codes[known] = found
+        # values that read alike (1 and "1") are one value, as text
+        value_codes, names = _merge_alike(value_codes, names)
+        nv = len(names)
+        counts = np.bincount(codes * nv + value_codes, minlength=k * nv).reshape(k, nv)
+        out[col] = [_label_table(names, counts[c], counts.sum(0)) for c in range(k)]
+    return out
 
 
-def _memberships(view, reporter, means, codes, k):
-    """(membership n x k, distance n x k to each mean, kind)."""
-    n = len(view)
-    dist = np.empty((n, k), np.float32)
-    proba = np.empty((n, k), np.float32) if hasattr(reporter, "predict_proba") else None
-    for start, X in _batches(view):
-        d2 = np.einsum("ij,ij->i", X, X)[:, None] - 2 * X @ means.T + \
-            np.einsum("ij,ij->i", means, means)[None, :]
-        dist[start:start + len(X)] = np.sqrt(np.maximum(d2, 0))
-        if proba is not None:
-            try:
-                p = np.asarray(reporter.predict_proba(X.astype(np.float32)))
-            except Exception:  # a reporter whose proba needs other input: use distances
-                proba = None
-                continue
-            if p.shape != (len(X), k):
-                proba = None
-                continue
-            proba[start:start + len(X)] = p
-    if proba is not None:
-        return proba, dist, PROBA_KIND
-    member = np.empty((n, k), np.float32)
-    for c in range(k):
-        # Rank against the cluster's own rows: scale-free, unlike raw distances in 384-D
-        # where a member and an outsider can be almost equally far from the mean.
-        own = np.sort(dist[codes == c, c])
-        member[:, c] = 1 - np.searchsorted(own, dist[:, c], side="left") / len(own)
-    return member, dist, DISTANCE_KIND
+def _merge_alike(value_codes, names):
+    merged, unique_names = pd.factorize(names)
+    return merged[value_codes], np.asarray(unique_names, dtype=object)
 
 
-def _label_table(values, inside) -> pd.DataFrame:
-    text = pd.Series(values).astype(object).where(pd.notna(values), "(missing)").astype(str)
-    overall = text.value_counts(normalize=True)
-    within = text[inside].value_counts(normalize=True)
-    table = pd.DataFrame({"in_cluster": within, "overall": overall}).fillna(0.0)
-    table = table.sort_values(["in_cluster", "overall"], ascending=False)
+def _label_table(names, inside, overall) -> pd.DataFrame:
+    """Value, share in the cluster (``inside``: its counts) and overall (``overall``)."""
+    present = overall > 0
+    table = pd.DataFrame({"in_cluster": inside[present] / max(inside.sum(), 1),
+                          "overall": overall[present] / max(overall.sum(), 1)},
+                         index=pd.Index(names[present], dtype=object))
+    table = table.sort_index().sort_values(["in_cluster", "overall"], ascending=False,
+                                           kind="stable")
     if len(table) > MAX_LABEL_VALUES:
         head = table.iloc[:MAX_LABEL_VALUES - 1]
         other = table.iloc[MAX_LABEL_VALUES - 1:].sum().to_frame(
@@ -277,36 +262,56 @@ def _label_table(values, inside) -> pd.DataFrame:
     return table.rename_axis("value").reset_index()
 
 
-def _example(rows: pd.DataFrame, r: int, strength: np.ndarray, label_cols) -> Example:
-    rec = rows.iloc[r]
-    labels = {c: rec[c] for c in label_cols}
-    if "token" in rows.columns:
-        lo, hi = max(0, r - WINDOW), min(len(rows), r + WINDOW + 1)
-        doc = rows["doc_id"].to_numpy()[lo:hi]
-        window = np.arange(lo, hi)[doc == rec["doc_id"]]
-        tokens = []
-        for j in window:
-            tok = str(rows["token"].iat[j])
-            tokens.append((_piece(tok) or tok, float(strength[j]), j == r,
-                           tok.startswith("##")))
-        where = f"row {r} · doc {rec['doc_id']} · token {rec['position']}"
-    else:
-        text = str(rec.get("text", f"row {r}"))
-        tokens = [(text, float(strength[r]), True, False)]
-        where = f"row {r} · doc {rec.get('doc_id', r)}"
-    return Example(int(r), float(strength[r]), tokens, labels, where)
+class _Examples:
+    """The rows the pages show, read once: their labels, and for token rows the tokens
+    around them (a window inside their document) with their memberships."""
+
+    def __init__(self, rows, shown: np.ndarray, strength, label_cols):
+        self.tokens = "token" in rows.columns
+        self.strength, self.label_cols = strength, label_cols
+        shown = np.unique(shown)
+        n = len(rows)
+        if self.tokens:
+            near = [np.arange(max(0, r - WINDOW), min(n, r + WINDOW + 1)) for r in shown]
+            needed = np.unique(np.concatenate(near)) if near else shown
+            columns = ["doc_id", "position", "token"]
+        else:
+            needed = shown
+            columns = [c for c in ("doc_id", "text") if c in rows.columns]
+        columns += [c for c in label_cols if c not in columns]
+        self.table = rows.take(needed, columns=columns)
+        self.rows = needed
+        self.member = strength.of(needed) if self.tokens else None
+        self.own = {int(r): float(strength.own[r]) for r in shown}
+
+    def example(self, r: int, c: int) -> Example:
+        rec = self.table.loc[r]
+        labels = {col: rec[col] for col in self.label_cols}
+        if self.tokens:
+            lo, hi = np.searchsorted(self.rows, [r - WINDOW, r + WINDOW + 1])
+            part = self.table.iloc[lo:hi]
+            same = (part["doc_id"] == rec["doc_id"]).to_numpy()
+            tokens = []
+            for j, tok, s in zip(part.index[same], part["token"][same],
+                                 self.member[lo:hi][same, c]):
+                tok = str(tok)
+                s = self.own[r] if j == r else float(s)
+                tokens.append((_piece(tok) or tok, s, j == r, tok.startswith("##")))
+            where = f"row {r} · doc {rec['doc_id']} · token {rec['position']}"
+        else:
+            text = str(rec.get("text", f"row {r}"))
+            tokens = [(text, self.own[r], True, False)]
+            where = f"row {r} · doc {rec.get('doc_id', r)}"
+        return Example(int(r), self.own[r], tokens, labels, where)
 
 
-def _histogram(values, inside, cluster, kind):
+def _histogram(edges, members, others, cluster, kind):
     import plotly.graph_objects as go
 
     proba = kind == PROBA_KIND
-    lo, hi = (0.0, 1.0) if proba else (float(values.min()), float(np.quantile(values, 0.995)))
-    bins = np.linspace(lo, hi if hi > lo else lo + 1, 41)
+    bins = edges
     centres, width = (bins[:-1] + bins[1:]) / 2, bins[1] - bins[0]
     # Counts, not raw values, go into the figure: its size does not grow with the store.
-    members, _ = np.histogram(np.clip(values[inside], lo, bins[-1]), bins)
-    others, _ = np.histogram(np.clip(values[~inside], lo, bins[-1]), bins)
     what = "probability of the cluster" if proba else "distance to the cluster mean"
     fig = go.Figure([
         go.Bar(x=centres, y=others, name="other rows", marker_color="#b9c2cf", width=width,

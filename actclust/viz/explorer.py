@@ -83,24 +83,32 @@ class Explorer:
         rows = self.store.rows
         if not 0 <= row < len(rows):
             raise ActclustError(f"row {row} is not in the store ({len(rows)} rows)")
+        # one row and the tokens of its document are read, not the table
         self.details.value = (f"<div style='max-width:480px'>"
                               f"{row_hover(rows, np.array([row]), self.label_columns)[0]}</div>")
         return self.details.value
 
     def label_mix(self, rows) -> pd.DataFrame:
         """Share of each label value among ``rows`` and among all rows, per label column."""
-        table = self.store.rows
         picked = np.asarray(rows, dtype=np.int64)
         parts = []
         for column in self.label_columns:
-            inside = table[column].iloc[picked].value_counts(normalize=True, dropna=False)
-            overall = table[column].value_counts(normalize=True, dropna=False)
+            values = pd.Series(self.store.column(column), dtype=object)
+            inside = values.iloc[picked].value_counts(normalize=True, dropna=False)
+            overall = self._overall(column, values)
             top = inside.head(MIX_VALUES)
             parts.append(pd.DataFrame({"label": column, "value": top.index.astype(str),
                                        "selected": top.to_numpy(),
                                        "overall": overall.reindex(top.index).to_numpy()}))
         return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(
             columns=["label", "value", "selected", "overall"])
+
+    def _overall(self, column: str, values: pd.Series) -> pd.Series:
+        """A column's value shares over all rows, counted once per column."""
+        cache = self.__dict__.setdefault("_overall_shares", {})
+        if column not in cache:
+            cache[column] = values.value_counts(normalize=True, dropna=False)
+        return cache[column]
 
     def show_selection(self, rows) -> pd.DataFrame:
         """Show the label mix of ``rows`` in :attr:`mix`; returns it as a table."""

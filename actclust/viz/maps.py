@@ -303,6 +303,5 @@ def _hover(store, idx, cluster_ids, cluster_name, label_name, label_values):
             extra[label_name] = label_values[idx]
         return np.array(["row " + str(r) + "<br>" + " · ".join(
             f"{k}: {v[i]}" for k, v in extra.items()) for i, r in enumerate(idx)], dtype=object)
-    rows = store.rows
-    label_columns = [c for c in store.label_columns if c in rows.columns]
-    return row_hover(rows, idx, label_columns, extra)
+    # only the shown rows are read with their documents (a sample, never the whole layer)
+    return row_hover(store.rows, idx, store.label_columns, extra)

@@ -7,25 +7,31 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from ..errors import ActclustError
 from ..store import open_store
-from ._common import check_results
+from ._common import check_results, n_distinct
 from .._util.schema import NOT_REPORTERS
 from .figures import METRIC_NAMES, PROBE, contingency_heatmap, layer_sweep, pick_label
+from .concepts_section import MAX_ROWS as CONCEPT_ROWS
 from .concepts_section import concepts_html, is_token_store
 from .maps import MAX_POINTS
 
 MAX_SWEEP_LABELS = 4
 MAX_AUTO_CLASSES = 30
+# The report's own clustering fits (the quick comparison, the refits of the best and worst
+# layers) keep at most this much of a layer in memory: a larger layer is fitted on a
+# sample and assigned in batches (reporters with memory_budget_gb), so a report of ten
+# million rows stays near the size of one of a million.
+REPORT_MEMORY_GB = 0.5
 
 
 def default_label(store) -> str:
     """The store's first label column with 2 to 30 distinct values (``topic`` on topics)."""
-    rows = store.rows
     for col in store.label_columns:
-        if 2 <= rows[col].nunique() <= MAX_AUTO_CLASSES:
+        if store.rows.is_list_column(col):
+            continue
+        if 2 <= n_distinct(store.labels(col)) <= MAX_AUTO_CLASSES:
             return col
     raise ActclustError(f"store {store.root} has no label column with 2 to "
                         f"{MAX_AUTO_CLASSES} values to compare clusters with; pass label=... "
@@ -36,7 +42,8 @@ def write_report(store, results=None, out="report.html", *, label: str | None = 
                  reporter: str | None = None, n_clusters: int | None = None, seed: int = 0,
                  map_method: str = "umap", max_points: int = MAX_POINTS,
                  dashboards: bool = True, concepts: bool | None = None,
-                 concept_k: int = 400, title: str | None = None) -> Path:
+                 concept_k: int = 400, concept_rows: int | None = CONCEPT_ROWS,
+                 title: str | None = None) -> Path:
     """Write one self-contained HTML report (plotly.js embedded; opens offline).
 
     It holds the run's provenance (model, dataset, layers and capture settings from the
@@ -56,6 +63,9 @@ def write_report(store, results=None, out="report.html", *, label: str | None = 
             reporter in ``results``). It is refitted on those two layers with ``seed`` and
             k = ``n_clusters`` or the number of classes, since results hold scores, not
             assignments; a method that is not a registered name is replaced by k-means.
+            The report's fits hold at most ``REPORT_MEMORY_GB`` (0.5 GB) of a layer in
+            memory: a reporter with ``memory_budget_gb`` fits a larger layer on a sample
+            and assigns every row in batches.
         map_method: how the maps are drawn (``"umap"``, or ``"pca"``, which is faster).
         max_points: at most this many rows per map, a uniform random sample that the map
             states.
@@ -65,7 +75,9 @@ def write_report(store, results=None, out="report.html", *, label: str | None = 
             (:mod:`actclust.concepts`), the share aligned across layers, the last layer's
             aligned clusters and its candidate novel features in context. Default: on for
             a token store (``pool="none"``), where token-level labels give it concepts to
-            find; it costs a k-means fit and a short autoencoder fit per layer.
+            find; it costs a k-means fit and a short autoencoder fit per layer, on a
+            seeded sample of at most ``concept_rows`` rows (default 100,000; ``None``:
+            every row), the same rows for every layer; the section says how many.
 
     Returns:
         The path of the report.
@@ -90,8 +102,8 @@ def write_report(store, results=None, out="report.html", *, label: str | None = 
 
         label = label or default_label(store)
         store.labels(label)  # an unknown column fails with the list of columns
-        results = compare(store, label, reporters=[reporter or "kmeans"], seeds=[seed],
-                          n_clusters=n_clusters, probes=False, progress=False)
+        results = compare(store, label, reporters=dict([_bounded(reporter or "kmeans")]),
+                          seeds=[seed], n_clusters=n_clusters, probes=False, progress=False)
     results = check_results(results)
     unknown = sorted(set(results["layer"]) - set(store.layers))
     if unknown:
@@ -158,7 +170,8 @@ def write_report(store, results=None, out="report.html", *, label: str | None = 
                          f"Tokens and texts are shaded by membership: "
                          f"{html.escape(dash.strength_kind)}.")
     if concepts or (concepts is None and is_token_store(store)):
-        body, note = concepts_html(page, store, store.layers, k=concept_k, seed=seed)
+        body, note = concepts_html(page, store, store.layers, k=concept_k, seed=seed,
+                                   max_rows=concept_rows)
         page.section("concepts", "Concepts", body, note)
     seconds = time.perf_counter() - started
     page.add(f'<p class="note">Written by actclust {_version()} in {seconds:.1f} s.</p>')
@@ -169,6 +182,22 @@ def _version() -> str:
     from .._util.version import __version__
 
     return __version__
+
+
+def _bounded(method: str) -> tuple:
+    """``(name, reporter)`` for ``method`` (settings allowed), within the report's memory."""
+    from ..reporters.settings import reporter_from_text
+
+    name, est = reporter_from_text(method)
+    return name, _within_budget(est)
+
+
+def _within_budget(est):
+    params = est.get_params(deep=False)
+    if "memory_budget_gb" in params and (params["memory_budget_gb"] is None
+                                         or params["memory_budget_gb"] > REPORT_MEMORY_GB):
+        est.set_params(memory_budget_gb=REPORT_MEMORY_GB)
+    return est
 
 
 def _pick_method(results, label, reporter):
@@ -237,8 +266,8 @@ def _refit(store, layer, method, label, n_clusters, seed):
         usable = False
     if not usable:
         name, est = reporter_from_text("kmeans")
-    k = n_clusters or int(pd.Series(store.labels(label)).dropna().nunique())
-    est = configure(est, n_clusters=max(k, 2), seed=seed)
+    k = n_clusters or n_distinct(store.labels(label))
+    est = _within_budget(configure(est, n_clusters=max(k, 2), seed=seed))
     est.fit(store.layer(layer))
     return est, name
 

@@ -102,3 +102,29 @@ def test_fit_refuses_a_feature_reporter_with_a_pointer_to_compare(token_store, c
     assert main(["fit", str(token_store.root), "--layer", LAYER, "--reporter", "sae",
                  "--n-clusters", "3"]) == 2
     assert "use `actclust compare --reporters sae`" in capsys.readouterr().err
+
+
+def test_a_large_layer_is_fitted_on_a_sample_that_the_section_states(token_store,  # noqa: F811
+                                                                      tmp_path):
+    from actclust.concepts import concept_table
+
+    result = concept_table(token_store, LAYER, k=8, labels=["pos", "sem"], max_rows=300,
+                           seed=3)
+    assert result.n_fitted == 300 and result.n_rows == len(token_store)
+    assert len(result.sample) == 300 and np.all(np.diff(result.sample) > 0)
+    assert result.table["n_rows"].iloc[0] == 300  # shares are of the rows fitted
+    tokens = token_store.column("token")
+    for rows, texts in zip(result.novel["example_rows"], result.novel["examples"]):
+        assert set(rows) <= set(result.sample)  # store rows, not positions in the sample
+        for row, text in zip(rows, texts):  # each example marks its own row's token
+            assert f"«{tokens[row]}»".lower() in text.lower()
+    again = concept_table(token_store, LAYER, k=8, labels=["pos", "sem"], max_rows=300,
+                          seed=3)
+    assert np.array_equal(again.sample, result.sample)  # seeded
+    from actclust.viz.concepts_section import concepts_html
+    from actclust.viz._html import Page
+
+    _, note = concepts_html(Page("t", "s"), token_store, [LAYER], k=8, max_rows=300)
+    assert f"fitted on 300 of {len(token_store):,} rows" in note
+    _, note = concepts_html(Page("t", "s"), token_store, [LAYER], k=8, max_rows=None)
+    assert f"fitted on all {len(token_store):,} rows" in note
