@@ -263,7 +263,7 @@ def _same(a, b) -> bool:
 
 
 def _probe_groups(store, group_column):
-    columns = list(store.rows.columns)  # the names only: no row is read
+    columns = store.columns  # the names only: no row is read
     if group_column is None:
         group_column = "template" if "template" in columns else (
             "doc_id" if "token" in columns else None)
