@@ -429,9 +429,15 @@ class RowTable:
         return frame
 
     def __getattr__(self, name: str):
-        # Only DataFrame's own public names fall back; anything else is a plain miss
-        # (and private names never recurse through a half-built object).
-        if name.startswith("_") or not hasattr(pd.DataFrame, name):
+        # A column by attribute (rows.topic) reads that column, as a DataFrame would; only
+        # DataFrame's own public names fall back; anything else is a plain miss (and
+        # private names never recurse through a half-built object).
+        if name.startswith("_"):
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+        if name in self.__dict__.get("_row_columns", ()) or \
+                name in self.__dict__.get("_doc_columns", ()):
+            return self._series(name)
+        if not hasattr(pd.DataFrame, name):
             raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
         if self._full is None:
             if len(self) > WARN_ROWS and not self._warned:
