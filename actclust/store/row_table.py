@@ -323,14 +323,14 @@ class RowTable:
         head = self.head(5)
         return (f"RowTable of store {self.root}: {len(self):,} rows x "
                 f"{len(self.columns)} columns (read on demand; first rows below)\n"
-                f"{head.to_string()}")
+                f"{head.to_string(max_colwidth=48)}")
 
     def _repr_html_(self) -> str:
         from html import escape
 
         return (f"<p><b>RowTable</b> of store <code>{escape(str(self.root))}</code>: "
                 f"{len(self):,} rows &times; {len(self.columns)} columns (read on demand; "
-                f"first rows below)</p>{self.head(5).to_html()}")
+                f"first rows below)</p>{self.head(5).to_html(max_cols=20)}")
 
 
 class _ILoc:
