@@ -53,6 +53,10 @@ def add_command(subparsers) -> argparse.ArgumentParser:
                    help="rows shown per novel candidate (default 5)")
     p.add_argument("--novel", type=int_at_least(0), default=10,
                    help="novel candidates printed (default 10)")
+    p.add_argument("--max-rows", type=int_at_least(2), default=None,
+                   help="cluster and align a seeded sample of at most this many rows "
+                   "(default: every row; a layer of millions of token rows fits in "
+                   "bounded time and memory on a sample)")
     p.add_argument("--out", required=True, help="the per-cluster table (.parquet)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     p.set_defaults(func=cmd_concepts)
@@ -77,7 +81,8 @@ def cmd_concepts(args) -> int:
         raise ActclustError("--labels is empty: name one or more label columns")
     result = concept_table(store, args.layer, k=args.k, method=args.method, labels=labels,
                            theta=args.theta, max_unknown=args.max_unknown, seed=args.seed,
-                           n_examples=args.examples, n_novel=args.novel)
+                           n_examples=args.examples, n_novel=args.novel,
+                           max_rows=args.max_rows)
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(out, lambda tmp: result.table.to_parquet(tmp, index=False))
     print("\n".join(describe(result, args.novel)))
@@ -89,8 +94,10 @@ def describe(result, n_novel: int = 10) -> list[str]:
     """The lines ``actclust concepts`` prints: the summary, the concepts found per label,
     and the novel candidates with their examples."""
     s = result.seconds
+    rows = f"{result.n_fitted:,} rows" if result.sample is None else \
+        f"{result.n_fitted:,} of {result.n_rows:,} rows (a seeded sample)"
     lines = [f"{result.method} on {result.layer}: {result.k} clusters over "
-             f"{len(result.clusters):,} rows (fit {s['fit']:.1f} s, align {s['align']:.1f} s, "
+             f"{rows} (fit {s['fit']:.1f} s, align {s['align']:.1f} s, "
              f"novel {s['novel']:.1f} s); aligned at theta {result.theta:g}, "
              f"unknown <= {result.max_unknown:g}",
              f"  {'label':<18} {'aligned':>9} {'share':>6} {'rows':>6}  concepts found"]

@@ -12,150 +12,20 @@ On ten million token rows a label column costs one pointer per row, not one stri
 from __future__ import annotations
 
 import warnings
-from contextlib import contextmanager
-from typing import Iterator, Optional
+from typing import Optional
 
 import numpy as np
 import pandas as pd
 
 from ..errors import ActclustError
 from . import format as fmt
-from . import paths
+from ._parquet import ParquetTable, is_list, is_text, text_values
 
-READ_BATCH = 65_536  # rows decoded at a time when gathering rows or checking a column
 # Above this many rows a DataFrame method on store.rows (which joins the whole table in
 # memory) warns once and names the lazy way.
 WARN_ROWS = 1_000_000
 # Columns that locate a row or hold its text; every other column is a label.
 NOT_LABELS = ("row", "doc_id", "position", "token", "token_id", "text")
-
-
-class _Parquet:
-    """One parquet table of a store, opened inside the store for every read (never
-    through a symlink); any failure to read it is one :class:`ActclustError` line."""
-
-    def __init__(self, root, name: str):
-        self.root, self.name = root, name
-        with self._file() as (f, guard):
-            with guard:
-                self.schema = f.schema_arrow
-                self.num_rows = int(f.metadata.num_rows)
-                sizes = [f.metadata.row_group(i).num_rows
-                         for i in range(f.metadata.num_row_groups)]
-        self.starts = np.concatenate([[0], np.cumsum(sizes, dtype=np.int64)])
-        self.names = list(self.schema.names)
-
-    def unreadable(self, err: Exception) -> ActclustError:
-        return ActclustError(f"{self.root / self.name} is not a readable parquet table "
-                             f"({type(err).__name__}); run `actclust verify {self.root}`")
-
-    @contextmanager
-    def _file(self, **options):
-        import pyarrow.parquet as pq
-
-        with paths.open_in_store(self.root, self.name, what="table") as fh:
-            guard = _Guard(self)
-            with guard:
-                f = pq.ParquetFile(fh, **options)
-            yield f, guard
-
-    def read(self, columns: Optional[list] = None, dictionary: bool = False):
-        """Whole columns as a pyarrow table (``dictionary``: string columns dictionary
-        encoded, one copy of each distinct value per row group)."""
-        options = {"read_dictionary": columns} if dictionary else {}
-        with self._file(**options) as (f, guard):
-            with guard:
-                return f.read(columns=columns)
-
-    def gather(self, columns: list, positions: np.ndarray):
-        """The rows at ``positions`` (sorted, unique) of ``columns``, as a pyarrow table.
-
-        Only the row groups holding them are read, ``READ_BATCH`` rows at a time, so the
-        memory taken is a batch and what is kept, whatever the table's size.
-        """
-        import pyarrow as pa
-
-        pieces = []
-        with self._file() as (f, guard):
-            with guard:
-                schema = f.schema_arrow
-            for group in np.unique(np.searchsorted(self.starts, positions, "right") - 1):
-                lo, hi = self.starts[group], self.starts[group + 1]
-                wanted = positions[(positions >= lo) & (positions < hi)] - lo
-                at = 0
-                with guard:
-                    for batch in f.iter_batches(READ_BATCH, row_groups=[int(group)],
-                                                columns=columns, use_threads=False):
-                        mine = wanted[(wanted >= at) & (wanted < at + batch.num_rows)] - at
-                        if len(mine):
-                            pieces.append(batch.take(pa.array(mine)))
-                        at += batch.num_rows
-        # the file's pandas metadata kept, so dtypes come back as they were written
-        wanted_schema = pa.schema([schema.field(c) for c in columns], metadata=schema.metadata)
-        with guard:
-            return pa.Table.from_batches(pieces, schema=wanted_schema) if pieces \
-                else wanted_schema.empty_table()
-
-    def iter_column(self, column: str) -> Iterator[np.ndarray]:
-        """One column as numpy arrays of ``READ_BATCH`` rows."""
-        with self._file() as (f, guard):
-            with guard:
-                for batch in f.iter_batches(READ_BATCH, columns=[column], use_threads=False):
-                    yield batch.column(0).to_numpy(zero_copy_only=False)
-
-
-class _Guard:
-    """Turns whatever pyarrow raises on a damaged file into the table's one-line error."""
-
-    def __init__(self, table: _Parquet):
-        self.table = table
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, kind, err, tb):
-        # (AttributeError and NameError are mistakes in the code, not in the file)
-        if err is not None and not isinstance(err, (ActclustError, KeyboardInterrupt,
-                                                    MemoryError, GeneratorExit,
-                                                    AttributeError, NameError)):
-            raise self.table.unreadable(err) from None
-        return False
-
-
-def _is_text(arrow_type) -> bool:
-    import pyarrow as pa
-
-    if pa.types.is_dictionary(arrow_type):
-        arrow_type = arrow_type.value_type
-    return pa.types.is_string(arrow_type) or pa.types.is_large_string(arrow_type)
-
-
-def _text_values(chunked) -> np.ndarray:
-    """A dictionary-encoded text column as an object array whose equal values are one
-    Python string (missing values NaN, as pandas gives them)."""
-    import pyarrow.compute as pc
-
-    out = np.empty(len(chunked), object)
-    at = 0
-    for chunk in chunked.chunks:
-        if not hasattr(chunk, "dictionary"):  # a row group the reader left plain
-            chunk = chunk.dictionary_encode()
-        words = np.append(chunk.dictionary.to_numpy(zero_copy_only=False).astype(object),
-                          np.nan)
-        codes = pc.fill_null(chunk.indices, len(words) - 1).to_numpy(zero_copy_only=False)
-        out[at:at + len(chunk)] = words[codes]
-        at += len(chunk)
-    return out
-
-
-def _is_list(arrow_type) -> bool:
-    import pyarrow as pa
-
-    if pa.types.is_dictionary(arrow_type):
-        arrow_type = arrow_type.value_type
-    return (pa.types.is_list(arrow_type) or pa.types.is_large_list(arrow_type)
-            or pa.types.is_fixed_size_list(arrow_type) or pa.types.is_struct(arrow_type)
-            or pa.types.is_map(arrow_type))
 
 
 class RowTable:
@@ -198,8 +68,8 @@ class RowTable:
 
     def __init__(self, root, n_rows: int):
         self.root = root
-        self._rows = _Parquet(root, fmt.ROWS)
-        self._docs = _Parquet(root, fmt.DOCS)
+        self._rows = ParquetTable(root, fmt.ROWS)
+        self._docs = ParquetTable(root, fmt.DOCS)
         if self._rows.num_rows != n_rows:
             self._damaged(f"{fmt.ROWS} has {self._rows.num_rows} rows, its layers {n_rows}")
         if "doc_id" not in self._rows.names or "doc_id" not in self._docs.names:
@@ -290,7 +160,7 @@ class RowTable:
     def is_list_column(self, column: str) -> bool:
         """Whether a column holds lists or records rather than one value per row."""
         table = self._rows if column in self._row_columns else self._docs
-        return _is_list(table.schema.field(column).type)
+        return is_list(table.schema.field(column).type)
 
     def _unknown(self, column) -> ActclustError:
         return ActclustError(f"column {column!r} is not in store {self.root}; columns: "
@@ -313,9 +183,9 @@ class RowTable:
         return values[positions]  # -1 picks the appended NaN
 
     @staticmethod
-    def _numpy(table: _Parquet, column: str) -> np.ndarray:
-        if _is_text(table.schema.field(column).type):
-            return _text_values(table.read([column], dictionary=True).column(0))
+    def _numpy(table: ParquetTable, column: str) -> np.ndarray:
+        if is_text(table.schema.field(column).type):
+            return text_values(table.read([column], dictionary=True).column(0))
         return table.read([column]).to_pandas()[column].to_numpy()
 
     def _series(self, column: str) -> pd.Series:
@@ -429,9 +299,15 @@ class RowTable:
         return frame
 
     def __getattr__(self, name: str):
-        # Only DataFrame's own public names fall back; anything else is a plain miss
-        # (and private names never recurse through a half-built object).
-        if name.startswith("_") or not hasattr(pd.DataFrame, name):
+        # A column by attribute (rows.topic) reads that column, as a DataFrame would; only
+        # DataFrame's own public names fall back; anything else is a plain miss (and
+        # private names never recurse through a half-built object).
+        if name.startswith("_"):
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+        if name in self.__dict__.get("_row_columns", ()) or \
+                name in self.__dict__.get("_doc_columns", ()):
+            return self._series(name)
+        if not hasattr(pd.DataFrame, name):
             raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
         if self._full is None:
             if len(self) > WARN_ROWS and not self._warned:
@@ -447,14 +323,14 @@ class RowTable:
         head = self.head(5)
         return (f"RowTable of store {self.root}: {len(self):,} rows x "
                 f"{len(self.columns)} columns (read on demand; first rows below)\n"
-                f"{head.to_string()}")
+                f"{head.to_string(max_colwidth=48)}")
 
     def _repr_html_(self) -> str:
         from html import escape
 
         return (f"<p><b>RowTable</b> of store <code>{escape(str(self.root))}</code>: "
                 f"{len(self):,} rows &times; {len(self.columns)} columns (read on demand; "
-                f"first rows below)</p>{self.head(5).to_html()}")
+                f"first rows below)</p>{self.head(5).to_html(max_cols=20)}")
 
 
 class _ILoc:

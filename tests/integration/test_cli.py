@@ -98,4 +98,4 @@ def test_disk_full_leaves_no_visible_partial_shard_and_resumes(tmp_path, monkeyp
                                batch_size=4, progress=False, resume=True)
     np.testing.assert_array_equal(resumed.layer("blocks.0.hook_out").to_numpy(),
                                   clean.layer("blocks.0.hook_out").to_numpy())
-    pd.testing.assert_frame_equal(resumed.rows, clean.rows)
+    pd.testing.assert_frame_equal(resumed.rows.to_pandas(), clean.rows.to_pandas())

@@ -66,7 +66,7 @@ def test_kill_at_random_moments_then_resume(tmp_path):
     assert final.returncode == 0, err
     assert verify_store(out) == []
     store = ActivationStore(out)
-    pd.testing.assert_frame_equal(store.rows, ref.rows)
+    pd.testing.assert_frame_equal(store.rows.to_pandas(), ref.rows.to_pandas())
     for layer in ("a", "b"):
         np.testing.assert_array_equal(store.layer(layer).to_numpy(), ref.layer(layer).to_numpy())
     assert not any(p.name.endswith(".tmp") for p in out.rglob("*"))

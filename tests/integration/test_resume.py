@@ -71,7 +71,7 @@ def kill_after_shards(proc, out, shards: int, timeout=240):
 
 
 def assert_same_store(a: ActivationStore, b: ActivationStore):
-    pd.testing.assert_frame_equal(a.rows, b.rows)
+    pd.testing.assert_frame_equal(a.rows.to_pandas(), b.rows.to_pandas())
     assert a.layers == b.layers
     for layer in a.layers:
         np.testing.assert_array_equal(a.layer(layer).to_numpy(), b.layer(layer).to_numpy())

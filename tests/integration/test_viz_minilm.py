@@ -130,6 +130,14 @@ def test_token_rows_hover_shows_the_token_inside_its_text(tokens):
         assert f"token {rows['position'][row]}" in hover
 
 
+def test_real_stores_read_lazily_like_their_joined_tables(tokens, pooled):
+    from tests.unit.test_row_table import check_like_the_joined_table
+
+    for store in (tokens, pooled):  # opened afresh: nothing read yet
+        check_like_the_joined_table(actclust.ActivationStore(store.root))
+    assert tokens.column("text")[0] == pooled.column("text")[0]  # the same first document
+
+
 def test_map_errors(pooled, kmeans):
     with pytest.raises(ActclustError, match="layer 'blocks.4.hook_out' is not in store"):
         layer_map(pooled, "blocks.4.hook_out", method="pca")

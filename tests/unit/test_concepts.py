@@ -305,6 +305,10 @@ def test_cli_writes_the_table_and_refuses_to_overwrite(token_store, tmp_path, ca
     assert out.read_bytes() == before
     assert main(argv + ["--overwrite", "--labels", "pos"]) == 0
     assert set(pd.read_parquet(out)["label"]) == {"pos"}
+    assert f"over {len(token_store):,} rows" in capsys.readouterr().out
+    assert main(argv + ["--overwrite", "--max-rows", "200"]) == 0
+    assert f"over 200 of {len(token_store):,} rows (a seeded sample)" in \
+        capsys.readouterr().out
 
 
 @pytest.mark.parametrize("extra, message", [

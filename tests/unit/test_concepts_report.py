@@ -128,3 +128,17 @@ def test_a_large_layer_is_fitted_on_a_sample_that_the_section_states(token_store
     assert f"fitted on 300 of {len(token_store):,} rows" in note
     _, note = concepts_html(Page("t", "s"), token_store, [LAYER], k=8, max_rows=None)
     assert f"fitted on all {len(token_store):,} rows" in note
+
+
+def test_the_report_command_takes_the_concept_sample_size(token_store, tmp_path,  # noqa: F811
+                                                          capsys):
+    from actclust.cli import main
+
+    out = tmp_path / "r.html"
+    assert main(["report", str(token_store.root), "-o", str(out), "--label", "pos", "--map",
+                 "pca", "--no-dashboards", "--concepts", "--concept-k", "6",
+                 "--concept-rows", "250"]) == 0
+    assert f"fitted on 250 of {len(token_store):,} rows" in out.read_text()
+    capsys.readouterr()
+    assert main(["report", str(token_store.root), "-o", str(out), "--concept-rows", "1"]) == 2
+    assert "--concept-rows must be 0 (every row) or at least 2" in capsys.readouterr().err

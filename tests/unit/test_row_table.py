@@ -150,6 +150,7 @@ def test_other_dataframe_methods_fall_back_to_the_whole_table(shuffled):
     pd.testing.assert_series_equal(fresh.rows.groupby("doc_id").size(),
                                    old.groupby("doc_id").size())
     assert fresh.rows.shape == old.shape and "topic" in fresh.rows
+    pd.testing.assert_series_equal(fresh.rows.topic, old.topic)  # a column by attribute
     with pytest.raises(AttributeError):
         fresh.rows.not_a_dataframe_method
     assert "18 rows x 8 columns" in repr(fresh.rows)
