@@ -221,6 +221,7 @@ def test_report_opens_offline_in_chromium(report, store, tmp_path):
         shutil.rmtree(profile, ignore_errors=True)
 
 
+@pytest.mark.slow
 def test_demo_runs_every_step(tmp_path, monkeypatch, capsys):
     """The demo on 64 documents, its report's maps drawn with PCA: UMAP's first call compiles
     numba code for seconds, so the UMAP demo below is slow."""

@@ -142,6 +142,7 @@ KILL_SCRIPT = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_killed_sweep_resumes_to_the_uninterrupted_table(reference, store, tmp_path):
     out = tmp_path / "out"
     spec = sweep(out, store)

@@ -3,6 +3,7 @@
 Checks that cannot apply are listed with the reason; nothing is silently skipped.
 """
 
+import pytest
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from actclust.reporters import (CCS, DEC, GMM, IDEC, IIC, PCA, AEKMeans, Agglomerative,
@@ -79,6 +80,18 @@ def test_every_registered_reporter_is_checked():
     assert set(EXPECTED_FAILURES) == {type(e).__name__ for e in ESTIMATORS}
 
 
-@parametrize_with_checks(ESTIMATORS, expected_failed_checks=expected_failed_checks)
+# The trained reporters whose checks take seconds each run in `make test`, not test-fast.
+SLOW_TO_CHECK = (TURTLE, IIC, DAC, TEMI, SCAN)
+
+
+@parametrize_with_checks([e for e in ESTIMATORS if not isinstance(e, SLOW_TO_CHECK)],
+                         expected_failed_checks=expected_failed_checks)
 def test_sklearn_compatible(estimator, check):
+    check(estimator)
+
+
+@pytest.mark.slow
+@parametrize_with_checks([e for e in ESTIMATORS if isinstance(e, SLOW_TO_CHECK)],
+                         expected_failed_checks=expected_failed_checks)
+def test_sklearn_compatible_trained_slowly(estimator, check):
     check(estimator)
