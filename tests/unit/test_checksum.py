@@ -205,3 +205,23 @@ def test_an_unknown_checksum_is_refused_before_anything_is_written(tmp_path):
         store(tmp_path / "s", checksum="md5")
     assert not (tmp_path / "s").exists()
     assert fmt.checksum_field("xxh3_128") == "xxh3_128"
+
+
+@pytest.mark.parametrize("checksum", ["xxh3", "sha256"])
+def test_early_flushes_leave_the_same_bytes_and_checksum(tmp_path, monkeypatch, checksum):
+    from actclust.store import shards
+
+    calls = []
+    monkeypatch.setattr(shards, "SYNC_BYTES", 100)  # a flush after every append
+    monkeypatch.setattr(shards.os, "fdatasync", lambda fd: calls.append(fd))
+    a = store(tmp_path / "a", checksum=checksum)
+    assert calls  # the data went to disk along the way, not only at the final fsync
+    monkeypatch.setattr(shards, "SYNC_BYTES", 1 << 40)
+    b = store(tmp_path / "b", checksum=checksum)
+    for name in LAYERS:
+        for x, y in zip(manifest(a)["layers"][name]["shards"],
+                        manifest(b)["layers"][name]["shards"]):
+            assert x == y
+            assert (a / "layers" / name / x["file"]).read_bytes() == \
+                (b / "layers" / name / y["file"]).read_bytes()
+    assert verify_store(a) == []
