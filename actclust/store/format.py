@@ -20,7 +20,9 @@ import numpy as np
 from .._util.files import atomic_write, atomic_write_bytes, fsync_dir  # noqa: F401
 from ..errors import ActclustError
 
-SCHEMA_VERSION = 1
+# 2: shards may carry an xxh3_128 checksum instead of sha256 (the manifest's "checksum"
+# names which); a store written with sha256 is still schema 1, readable by older actclust.
+SCHEMA_VERSION = 2
 MARKER = "actclust-store"  # the manifest's "format": what makes a directory a store
 MANIFEST = "manifest.json"
 ROWS = "rows.parquet"
@@ -36,7 +38,13 @@ STORAGE_DTYPES = {"float32": np.dtype("<f4"), "float16": np.dtype("<f2"),
 
 SHARD_FILE = re.compile(r"\A\d{5,}\.npy\Z")
 PART_FILE = re.compile(r"\A\d{5,}\.parquet\Z")
-_HEX64 = re.compile(r"\A[0-9a-f]{64}\Z")
+# Shard checksums: the manifest key each algorithm is stored under, and its hex length.
+# ``checksum="xxh3"`` (the default) is a fast non-cryptographic hash that catches damage;
+# ``"sha256"`` also stands against deliberate tampering, at ~13x the cost.
+CHECKSUMS = {"xxh3": "xxh3_128", "sha256": "sha256"}
+CHECKSUM_DIGITS = {"xxh3_128": 32, "sha256": 64}
+DEFAULT_CHECKSUM = "xxh3"
+_HEX = {field: re.compile(rf"\A[0-9a-f]{{{n}}}\Z") for field, n in CHECKSUM_DIGITS.items()}
 # Keys (and their JSON types) every manifest has had since schema 1; a manifest written
 # before the marker existed is recognised by them.
 REQUIRED = {"schema_version": int, "layers": dict, "n_rows": int, "plan": list,
@@ -126,6 +134,43 @@ def open_regular(path: Path):
     except BaseException:
         os.close(fd)
         raise
+
+
+def checksum_field(checksum: str) -> str:
+    """The manifest key of a shard checksum algorithm (``"xxh3"`` -> ``"xxh3_128"``); a
+    manifest key itself is returned as it is.
+
+    Example:
+        >>> checksum_field("sha256")
+        'sha256'
+        >>> checksum_field("md5")
+        Traceback (most recent call last):
+        ...
+        actclust.errors.ActclustError: unknown shard checksum 'md5'; choose one of xxh3, sha256
+    """
+    if isinstance(checksum, str) and checksum in CHECKSUM_DIGITS:
+        return checksum
+    if not isinstance(checksum, str) or checksum not in CHECKSUMS:
+        raise ActclustError(f"unknown shard checksum {checksum!r}; choose one of "
+                            f"{', '.join(CHECKSUMS)}")
+    return CHECKSUMS[checksum]
+
+
+def store_checksum(manifest: dict) -> str:
+    """The manifest key of the checksum a store's shards carry: the manifest's
+    ``"checksum"``, or ``"sha256"`` for stores written before it existed.
+
+    Example:
+        >>> store_checksum({"schema_version": 1}), store_checksum({"checksum": "xxh3_128"})
+        ('sha256', 'xxh3_128')
+    """
+    return manifest.get("checksum", "sha256")
+
+
+def schema_for(field: str) -> int:
+    """The schema version a new store with shard checksum ``field`` is written as: sha256
+    stores stay schema 1, so older actclust still reads them."""
+    return 1 if field == "sha256" else SCHEMA_VERSION
 
 
 def write_manifest(root: Path, manifest: dict) -> None:
@@ -236,6 +281,12 @@ def validate_manifest(m: dict, path=MANIFEST) -> None:
             raise ManifestError(path, f"{key} is a {type(m[key]).__name__}, expected an object")
     if "model" in m and "name" in m["model"] and not isinstance(m["model"]["name"], str):
         raise ManifestError(path, "model.name is not a string")
+    checksum = m.get("checksum", "sha256")
+    if not isinstance(checksum, str) or checksum not in CHECKSUM_DIGITS:
+        raise ManifestError(path, f"checksum {str(checksum)[:20]!r} is not one of "
+                                  f"{', '.join(CHECKSUM_DIGITS)}")
+    if checksum != "sha256" and m["schema_version"] < 2:
+        raise ManifestError(path, f"checksum {checksum!r} needs schema_version 2 or more")
     plan_rows = []
     for i, entry in enumerate(m["plan"]):
         where = f"plan[{i}]."
@@ -297,8 +348,11 @@ def validate_manifest(m: dict, path=MANIFEST) -> None:
                                           f"{plan_rows[index]}")
             if "bytes" in shard:
                 count(shard, "bytes", at)
-            if not _HEX64.match(need(shard, "sha256", str, at)):
-                raise ManifestError(path, f"{at}sha256 is not 64 hex digits")
+            # The store's own checksum is required; any other known one is checked alike.
+            for field, digits in CHECKSUM_DIGITS.items():
+                if (field == checksum or field in shard) and \
+                        not _HEX[field].match(need(shard, field, str, at)):
+                    raise ManifestError(path, f"{at}{field} is not {digits} hex digits")
         if seen != done:
             raise ManifestError(path, f"{where}shards does not list every finished shard")
         if complete and [s["file"] for s in shards] != [shard_name(i) for i in sorted(done)]:

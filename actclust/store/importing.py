@@ -174,7 +174,8 @@ def from_arrays(out, layers, rows: Optional[pd.DataFrame] = None,
                 docs: Optional[pd.DataFrame] = None, *, n_rows: Optional[int] = None,
                 dtype: str = "float32", shard_rows: int = DEFAULT_SHARD_ROWS,
                 overwrite: bool = False, model=None, dataset: Optional[str] = None,
-                source: Optional[str] = None, progress: bool = True) -> ActivationStore:
+                source: Optional[str] = None, progress: bool = True,
+                checksum: str = "xxh3") -> ActivationStore:
     """Write activations you already have as a store at ``out``.
 
     Args:
@@ -201,6 +202,8 @@ def from_arrays(out, layers, rows: Optional[pd.DataFrame] = None,
         source: where the activations came from, recorded as the manifest's
             ``imported`` (default: the kinds of the layers given).
         progress: show a progress bar.
+        checksum: each shard's checksum in the manifest: ``"xxh3"`` (fast) or
+            ``"sha256"``.
 
     Returns:
         The :class:`~actclust.ActivationStore` written.
@@ -225,6 +228,7 @@ def from_arrays(out, layers, rows: Optional[pd.DataFrame] = None,
             raise ActclustError(f"{what} must be a whole number of at least 1, got {value!r}")
     if out is None:
         raise ActclustError("no output directory: pass out=... (--out on the command line)")
+    fmt.checksum_field(checksum)  # an unknown one fails before any file is touched
     root = check_store_target(out, overwrite=overwrite)
     sources = layer_sources(layers, n_rows, rows)
     total = sources[0].n_rows
@@ -250,7 +254,8 @@ def from_arrays(out, layers, rows: Optional[pd.DataFrame] = None,
         "imported": str(source),
     }
     created = not os.path.lexists(root)
-    writer = StoreWriter(root, header, plan, names, docs, dtype, overwrite=overwrite)
+    writer = StoreWriter(root, header, plan, names, docs, dtype, overwrite=overwrite,
+                         checksum=checksum)
     try:
         _write(writer, sources, rows, dtype, progress)
     except BaseException:

@@ -3,7 +3,7 @@
 Resuming trusts nothing the interrupted run left: files the manifest does not list are
 removed only when their names are ones a writer makes (anything else is refused, named);
 no folder that is a symlink is entered; every shard the manifest counts as finished is
-checked (present, its header and size as listed, with ``verify`` its sha256) and captured
+checked (present, its header and size as listed, with ``verify`` its checksum) and captured
 again when it fails; a complete store is resumed only when whole.
 """
 

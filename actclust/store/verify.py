@@ -19,7 +19,7 @@ def verify_store(root) -> list[str]:
     ``n_rows`` rows whose documents are in ``docs.parquet``; then every shard of every
     layer: inside the store and not a symlink, a valid ``.npy`` header with the manifest's
     rows, row shape, dtype and C order, a size that matches its header and the manifest,
-    and the manifest's sha256. A folder that is not a store at all is an
+    and the checksums the manifest lists. A folder that is not a store at all is an
     :class:`ActclustError`, not a problem.
 
     Example:

@@ -99,8 +99,12 @@ class StoreWriter:
     holds the manifest's provenance fields (model, dataset, capture settings). With
     ``resume=True`` an interrupted store with the same header and plan is continued: every
     shard it lists as finished is checked first (present, header and size as listed, and
-    with ``verify=True`` its sha256), and one that fails is captured again. With
+    with ``verify=True`` its checksum), and one that fails is captured again. With
     ``overwrite=True`` an existing store is replaced.
+
+    ``checksum`` is each shard's checksum: ``"xxh3"`` (xxh3_128, the default: fast, catches
+    damage) or ``"sha256"`` (also a cryptographic fingerprint; such a store stays schema 1,
+    readable by older actclust). A resumed store keeps the checksum it was started with.
 
     The writer holds the store's lock from construction until :meth:`finalize`,
     :meth:`close` or :meth:`abort_shard`; a second writer meanwhile is refused. Use it as
@@ -123,8 +127,9 @@ class StoreWriter:
 
     def __init__(self, root, header: dict, plan: list, layers: list, docs: pd.DataFrame,
                  storage_dtype: str, resume: bool = False, overwrite: bool = False,
-                 verify: bool = False):
+                 verify: bool = False, checksum: str = fmt.DEFAULT_CHECKSUM):
         self.layers = [fmt.check_name(name) for name in layers]
+        self.checksum = fmt.checksum_field(checksum)
         self.root = check_store_target(root, resume, overwrite)
         self.storage_dtype = storage_dtype
         self.plan = plan
@@ -163,6 +168,7 @@ class StoreWriter:
                                     f"{', '.join(previous['layers'])}, this capture "
                                     f"{', '.join(self.layers)}; use --overwrite to start again")
             self.manifest = previous
+            self.checksum = fmt.store_checksum(previous)  # one algorithm per store
             if previous["complete"]:
                 check_complete(self.root, previous, verify)
                 self._lock.release()  # nothing left to write
@@ -176,8 +182,8 @@ class StoreWriter:
             if paths.ROOT_TMP.match(path.name):
                 path.unlink()
         self.manifest = {
-            "format": fmt.MARKER, "schema_version": fmt.SCHEMA_VERSION,
-            "actclust_version": __version__,
+            "format": fmt.MARKER, "schema_version": fmt.schema_for(self.checksum),
+            "actclust_version": __version__, "checksum": self.checksum,
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "complete": False, **header, "n_rows": int(sum(s["rows"] for s in self.plan)),
             "plan": self.plan, "shards_done": [],
@@ -235,7 +241,7 @@ class StoreWriter:
             "entry": entry, "row_parts": [],
             "writers": {name: ShardWriter(
                 self.root / fmt.LAYERS_DIR / name / fmt.shard_name(entry["index"]),
-                entry["rows"], self.storage_dtype)
+                entry["rows"], self.storage_dtype, self.checksum)
                 for name in self.layers}}
 
     def append(self, arrays: dict, rows: pd.DataFrame) -> None:

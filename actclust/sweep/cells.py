@@ -52,6 +52,9 @@ def layer_fingerprint(manifest: dict, layer: str) -> str:
     """sha256 over what a layer's rows depend on: model, documents, capture settings and
     the layer's shard checksums (already in the manifest, so nothing is re-read).
 
+    A shard with a sha256 contributes it as it is, as before xxh3 existed, so the cells of
+    a store written then keep their keys; an xxh3 shard contributes ``"xxh3_128:<hex>"``.
+
     Example:
         >>> m = {"model": {"name": "m", "config_hash": "c"}, "dataset": {"fingerprint": "d"},
         ...      "capture": {"pool": "mean"}, "layers": {"h": {"shards": [{"sha256": "x"}]}}}
@@ -61,8 +64,23 @@ def layer_fingerprint(manifest: dict, layer: str) -> str:
     cap = {k: v for k, v in manifest["capture"].items() if k not in ("layers", "shard_rows")}
     parts = {"model": [manifest["model"].get("name"), manifest["model"].get("config_hash")],
              "dataset": manifest["dataset"].get("fingerprint"), "capture": cap,
-             "shards": [s.get("sha256") for s in manifest["layers"][layer]["shards"]]}
+             "shards": [shard_checksum(s) for s in manifest["layers"][layer]["shards"]]}
     return digest(parts)
+
+
+def shard_checksum(shard: dict):
+    """A shard's checksum as a layer fingerprint takes it: its sha256 when it has one (the
+    key of stores from before xxh3), else ``"xxh3_128:<hex>"``; None without either.
+
+    Example:
+        >>> shard_checksum({"sha256": "ab"}), shard_checksum({"xxh3_128": "cd"})
+        ('ab', 'xxh3_128:cd')
+    """
+    if "sha256" in shard:
+        return shard["sha256"]
+    if "xxh3_128" in shard:
+        return f"xxh3_128:{shard['xxh3_128']}"
+    return None
 
 
 def digest(obj) -> str:

@@ -75,8 +75,8 @@ def assert_same_store(a: ActivationStore, b: ActivationStore):
     assert a.layers == b.layers
     for layer in a.layers:
         np.testing.assert_array_equal(a.layer(layer).to_numpy(), b.layer(layer).to_numpy())
-        assert [s["sha256"] for s in a.manifest["layers"][layer]["shards"]] == \
-               [s["sha256"] for s in b.manifest["layers"][layer]["shards"]]
+        assert [s["xxh3_128"] for s in a.manifest["layers"][layer]["shards"]] == \
+               [s["xxh3_128"] for s in b.manifest["layers"][layer]["shards"]]
 
 
 @pytest.mark.slow

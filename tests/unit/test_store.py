@@ -52,13 +52,20 @@ def make_store(root, n_docs=10, rows_per_doc=3, shard_docs=4, dim=5, dtype="floa
     return ActivationStore(root), data
 
 
-def test_shard_checksum_is_sha256_of_the_file(tmp_path):
-    w = ShardWriter(tmp_path / "00000.npy", n_rows=4, storage_dtype="float16")
+@pytest.mark.parametrize("checksum", ["sha256", "xxh3"])
+def test_shard_checksum_is_the_hash_of_the_file(tmp_path, checksum):
+    import xxhash
+
+    w = ShardWriter(tmp_path / "00000.npy", n_rows=4, storage_dtype="float16",
+                    checksum=checksum)
     w.append(np.arange(8, dtype=np.float16).reshape(2, 4))
     w.append(np.ones((2, 4), np.float16))
     info = w.commit()
     raw = (tmp_path / "00000.npy").read_bytes()
-    assert info["sha256"] == hashlib.sha256(raw).hexdigest()
+    if checksum == "sha256":
+        assert info["sha256"] == hashlib.sha256(raw).hexdigest() and "xxh3_128" not in info
+    else:
+        assert info["xxh3_128"] == xxhash.xxh3_128(raw).hexdigest() and "sha256" not in info
     loaded = np.load(tmp_path / "00000.npy")
     assert loaded.shape == (4, 4) and loaded.dtype == np.float16
     assert loaded[1, 3] == 7 and loaded[3, 0] == 1
@@ -194,7 +201,9 @@ def test_newer_schema_is_refused_with_upgrade_hint(tmp_path):
     manifest = json.loads(path.read_text())
     manifest["schema_version"] = fmt.SCHEMA_VERSION + 1
     path.write_text(json.dumps(manifest))
-    with pytest.raises(ActclustError, match="schema 2; this actclust reads schema <= 1.*Upgrade"):
+    new, ours = fmt.SCHEMA_VERSION + 1, fmt.SCHEMA_VERSION
+    with pytest.raises(ActclustError,
+                       match=f"schema {new}; this actclust reads schema <= {ours}.*Upgrade"):
         ActivationStore(tmp_path / "s")
 
 

@@ -217,8 +217,11 @@ def fix_manifest_entry(root: Path, shard: Path) -> None:
     m = json.loads(path.read_text())
     for entry in m["layers"][shard.parent.name]["shards"]:
         if entry["file"] == shard.name:
-            entry.update(bytes=shard.stat().st_size,
-                         sha256=hashlib.sha256(shard.read_bytes()).hexdigest())
+            import xxhash
+
+            raw = shard.read_bytes()
+            entry.update(bytes=len(raw), sha256=hashlib.sha256(raw).hexdigest(),
+                         xxh3_128=xxhash.xxh3_128(raw).hexdigest())
     path.write_text(json.dumps(m))
 
 

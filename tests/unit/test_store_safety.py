@@ -691,7 +691,7 @@ def test_shard_temporaries_are_unique_per_writer(tmp_path):
     np.testing.assert_array_equal(np.load(tmp_path / "00000.npy"), np.ones((2, 3)))
     info_b = b.commit()
     np.testing.assert_array_equal(np.load(tmp_path / "00000.npy"), np.zeros((2, 3)))
-    assert info_a["sha256"] != info_b["sha256"]
+    assert info_a["xxh3_128"] != info_b["xxh3_128"]
     assert [p.name for p in tmp_path.iterdir()] == ["00000.npy"]
 
 
