@@ -181,7 +181,7 @@ def assert_same_store(got, want):
         a, b = got.layer(name).to_numpy(), want.layer(name).to_numpy()
         assert a.dtype == b.dtype and np.array_equal(a, b), name
         assert got.manifest["layers"][name]["dtype"] == want.manifest["layers"][name]["dtype"]
-    pd.testing.assert_frame_equal(got.rows, want.rows)
+    pd.testing.assert_frame_equal(got.rows.to_pandas(), want.rows.to_pandas())
     pd.testing.assert_frame_equal(got.docs, want.docs)
     for key in ("model", "dataset", "capture"):
         assert got.manifest[key] == want.manifest[key], key

@@ -104,7 +104,7 @@ def test_the_merged_store_equals_one_written_whole(parts, tmp_path):
     for name in LAYERS:
         assert np.array_equal(store.layer(name).to_numpy(), data[name])
     pd.testing.assert_frame_equal(store.docs, docs)
-    pd.testing.assert_frame_equal(store.rows.drop(columns=["text", "topic"]),
+    pd.testing.assert_frame_equal(store.rows.to_pandas().drop(columns=["text", "topic"]),
                                   rows.assign(row=np.arange(len(rows))).iloc[:, [2, 0, 1]])
     assert verify_store(out) == []
     assert not (out / PARTS_DIR).exists()
