@@ -48,7 +48,7 @@ def compare(store, labels: Union[str, Sequence[str]], layers=None,
         probe: ``"auto"`` (default): the logistic :class:`~actclust.probes.LinearProbe`
             while a layer's labelled rows fit in memory, the streamed
             :class:`~actclust.probes.RidgeProbe` above
-            (:data:`~actclust.probes.IN_MEMORY_MAX_VALUES`); ``"logistic"`` or ``"ridge"``
+            (``actclust.probes.IN_MEMORY_MAX_VALUES``); ``"logistic"`` or ``"ridge"``
             for one of them always; or an unfitted probe to use as the template (fewer
             ``Cs``/``alphas`` or folds make probing cheaper).
         group_column: rows sharing a value never straddle a probe's train/test split;

@@ -288,7 +288,8 @@ class SparseAutoencoder(TrainedReporterMixin, TransformerMixin, BaseEstimator):
         with torch.no_grad():
             for rows in iter_rows(X, ROW_CHUNK):
                 check_finite_rows(rows, offset=start)
-                rows = torch.from_numpy(rows)
+                # A store layer's batch may be its read-only memory map: torch wants a copy.
+                rows = torch.from_numpy(np.require(rows, requirements="W"))
                 yield start, rows, self.module_.codes(rows, self.k_)
                 start += len(rows)
 
