@@ -137,6 +137,24 @@ def capture(model, dataset, layers, pool: str = "none", out=None, batch_size: in
     target = load_target(model, tokenizer=tokenizer, device=device, revision=revision)
     if limit is not None:
         ds = ds.head(limit)
+    layer_names, plan, shards, header = _planned(target, ds, layers, pool, max_length, dtype,
+                                                 exclude_special, shard_rows)
+    writer = StoreWriter(out, header, shards, layer_names, ds.docs, dtype,
+                         resume=resume, overwrite=overwrite, verify=verify)
+    try:
+        if not writer.complete:
+            _run(target, ds, plan, writer, layer_names, pool, batch_size, dtype, progress,
+                 device)
+    finally:
+        writer.close()  # releases the writer lock, whatever happened
+    return ActivationStore(out)
+
+
+def _planned(target: Target, ds: Dataset, layers, pool: str, max_length, dtype: str,
+             exclude_special: bool, shard_rows: int) -> tuple:
+    """Check what is asked of ``target`` and plan the whole capture: the layer names, the
+    tokenized plan, the shard plan and the manifest header. A capture in parts on Ray plans
+    the same way, so its parts add up to this plan."""
     if len(ds) == 0:
         raise ActclustError(f"dataset {ds.name!r} is empty: nothing to capture")
     _check_compatible(target, ds, pool)
@@ -150,15 +168,7 @@ def capture(model, dataset, layers, pool: str = "none", out=None, batch_size: in
     shards = _shard_plan(plan.rows_per_doc, shard_rows)
     header = _header(target, ds, layer_names, pool, max_length, dtype, exclude_special,
                      shard_rows, plan.truncated)
-    writer = StoreWriter(out, header, shards, layer_names, ds.docs, dtype,
-                         resume=resume, overwrite=overwrite, verify=verify)
-    try:
-        if not writer.complete:
-            _run(target, ds, plan, writer, layer_names, pool, batch_size, dtype, progress,
-                 device)
-    finally:
-        writer.close()  # releases the writer lock, whatever happened
-    return ActivationStore(out)
+    return layer_names, plan, shards, header
 
 
 def _header(target: Target, ds: Dataset, layer_names: list, pool: str, max_length, dtype: str,

@@ -31,8 +31,8 @@ from typing import Optional
 
 import numpy as np
 
-from .capture import (POOLS, _check_compatible, _check_count, _header, _plan, _shard_plan,
-                      capture)
+from .capture import POOLS, _check_count, capture
+from .capture import _planned as _planned_capture
 from .data import as_dataset
 from .data.base import Dataset
 from .errors import ActclustError
@@ -131,21 +131,11 @@ def _planned(model, ds: Dataset, layers, pool, max_length, dtype, exclude_specia
     header, the shard plan and rows per document. The model is loaded on the CPU and let go
     again; the workers load their own copies."""
     target = load_target(model, tokenizer=tokenizer, device="cpu", revision=revision)
-    if len(ds) == 0:
-        raise ActclustError(f"dataset {ds.name!r} is empty: nothing to capture")
-    _check_compatible(target, ds, pool)
-    layer_names = target.resolve_layers(layers)
-    if max_length is None:
-        max_length = target.max_length
-    elif target.max_length is not None and max_length > target.max_length:
-        raise ActclustError(f"max_length {max_length} is more than {target.name} reads "
-                            f"({target.max_length} tokens)")
-    plan = _plan(target, ds, pool, max_length, exclude_special)
-    return {"name": target.name, "layers": layer_names, "max_length": max_length,
-            "rows_per_doc": plan.rows_per_doc,
-            "shards": _shard_plan(plan.rows_per_doc, shard_rows),
-            "header": _header(target, ds, layer_names, pool, max_length, dtype,
-                              exclude_special, shard_rows, plan.truncated)}
+    layer_names, plan, shards, header = _planned_capture(target, ds, layers, pool, max_length,
+                                                         dtype, exclude_special, shard_rows)
+    return {"name": target.name, "layers": layer_names,
+            "max_length": header["capture"]["max_length"],
+            "rows_per_doc": plan.rows_per_doc, "shards": shards, "header": header}
 
 
 def import_ray():

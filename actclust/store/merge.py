@@ -40,10 +40,9 @@ from ..errors import ActclustError
 from . import format as fmt
 from . import paths
 from .lock import StoreLock
-from .outputs import enclosing_store
 from .resume import real_dir
 from .shards import open_shard
-from .writer import write_parquet_atomic
+from .writer import checked_output, write_parquet_atomic
 
 PARTS_DIR = ".parts"
 PARTS_RECORD = "parts.json"
@@ -209,13 +208,7 @@ def target_state(root, resume: bool, overwrite: bool) -> tuple[Path, str]:
     The rules are those of a single-process capture (:func:`.writer.check_store_target`),
     with the parts folder counted as ours.
     """
-    if resume and overwrite:
-        raise ActclustError("choose one of --resume and --overwrite, not both")
-    path = paths.check_output_path(root, destructive=resume or overwrite)
-    outer = enclosing_store(path.parent)
-    if outer is not None:
-        raise ActclustError(f"output {root} is inside the store {outer}; a store's files "
-                            "are its own: write elsewhere")
+    path = checked_output(root, resume, overwrite)
     if not os.path.lexists(path):
         return path, "absent"
     if _kind(path) != "dir":

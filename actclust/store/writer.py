@@ -64,6 +64,19 @@ def prepare_directory(root: Path, resume: bool, overwrite: bool) -> str:
     return state
 
 
+def checked_output(root, resume: bool, overwrite: bool) -> Path:
+    """The absolute output path, after the checks every store writer makes first: one
+    mode at a time, a path :func:`paths.check_output_path` accepts, not inside a store."""
+    if resume and overwrite:
+        raise ActclustError("choose one of --resume and --overwrite, not both")
+    path = paths.check_output_path(root, destructive=resume or overwrite)
+    outer = enclosing_store(path.parent)
+    if outer is not None:
+        raise ActclustError(f"output {root} is inside the store {outer}; a store's files "
+                            "are its own: write elsewhere")
+    return path
+
+
 def check_store_target(root, resume: bool = False, overwrite: bool = False) -> Path:
     """Everything a :class:`StoreWriter` would refuse about ``root``, checked without
     creating or changing anything; returns the absolute path it would write.
@@ -77,13 +90,7 @@ def check_store_target(root, resume: bool = False, overwrite: bool = False) -> P
         ...
         actclust.errors.ActclustError: the output path is empty; name the store directory
     """
-    if resume and overwrite:
-        raise ActclustError("choose one of --resume and --overwrite, not both")
-    path = paths.check_output_path(root, destructive=resume or overwrite)
-    outer = enclosing_store(path.parent)
-    if outer is not None:
-        raise ActclustError(f"output {root} is inside the store {outer}; a store's files "
-                            "are its own: write elsewhere")
+    path = checked_output(root, resume, overwrite)
     state = prepare_directory(path, resume, overwrite)
     holder = StoreLock(path).holder() if state == "store" else None
     if holder:
