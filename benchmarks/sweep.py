@@ -10,8 +10,8 @@ of the bundled ``topics`` dataset, mean-pooled MiniLM block outputs (54 cells, n
 
 The store is captured once into the system temp directory and reused by later runs;
 capturing is outside every timing. Thread policy (as in ``docs/sweeps.md``): ``--jobs 1``
-runs every cell in this process with all cores' threads; ``--jobs N`` gives each worker
-``cores // N`` threads (at least one). The (a) and (b) tables must be equal except for the
+runs every cell in this process with all cores' threads (numpy's and scipy's OpenBLAS one
+each); ``--jobs N`` gives each worker ``cores // N`` threads (at least one). The (a) and (b) tables must be equal except for the
 timing metrics (``fit_seconds``); the script stops if they are not.
 
 (c) is timed in this warm process, which has already imported actclust, torch and

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 from collections import deque
+from contextlib import contextmanager
 from typing import Iterator
 
 from ..errors import ActclustError
@@ -52,10 +53,34 @@ def needs_gpu(cell: dict, cluster_gpus: float) -> bool:
 def in_process(pending, cells_dir, stores, started) -> Iterator[dict]:
     """One cell after another in this process, with the store already open (``stores``
     maps a store's path to it) and every core's threads (the thread policy of
-    ``jobs = 1``)."""
-    for cell in pending:
-        started(cell)
-        yield cellmod.run_cell(cell, str(cells_dir), store=stores.get(cell["store"]))
+    ``jobs = 1``), except for the OpenBLAS pools of numpy and scipy (see
+    :func:`one_thread_per_pthreads_blas`)."""
+    with one_thread_per_pthreads_blas():
+        for cell in pending:
+            started(cell)
+            yield cellmod.run_cell(cell, str(cells_dir), store=stores.get(cell["store"]))
+
+
+@contextmanager
+def one_thread_per_pthreads_blas():
+    """Within the block, the pthreads OpenBLAS pools that numpy and scipy each load run one
+    thread; OpenMP ones (faiss, torch) keep theirs.
+
+    With two such pools of several threads in one process, each pool's idle threads spin
+    while the other works: the self-probe of a cell (L-BFGS, alternating numpy's and
+    scipy's BLAS) took 7 s of CPU on 2 cores instead of 1 s on one thread, and a cell ran
+    3-4x slower than with one thread.
+    """
+    try:
+        from threadpoolctl import ThreadpoolController
+    except ImportError:  # a scikit-learn dependency; without it, leave the threads alone
+        yield
+        return
+    pools = ThreadpoolController().select(internal_api="openblas")
+    pools.lib_controllers = [lib for lib in pools.lib_controllers
+                             if getattr(lib, "threading_layer", None) == "pthreads"]
+    with pools.limit(limits=1):
+        yield
 
 
 def cores() -> int:
@@ -98,7 +123,11 @@ class CellPool:
         from joblib.externals.loky import get_reusable_executor
 
         env = {variable: str(self.threads) for variable in cellmod.THREAD_VARIABLES}
-        return get_reusable_executor(max_workers=self.jobs, timeout=300, env=env)
+        # The initializer too: loky passes ``env`` only with its own start method, and a
+        # worker must not start its first cell with every core's threads.
+        return get_reusable_executor(max_workers=self.jobs, timeout=300, env=env,
+                                     initializer=cellmod.limit_threads,
+                                     initargs=(self.threads,))
 
     def warm(self) -> None:
         executor = self.executor()
