@@ -58,7 +58,8 @@ def capture(model, dataset, layers, pool: str = "none", out=None, batch_size: in
             overwrite: bool = False, progress: bool = True, text_column: str = "text",
             labels=None, tokenizer=None, verify: bool = False,
             revision: Optional[str] = None, backend: str = "local",
-            address: Optional[str] = None, workers: Optional[int] = None) -> ActivationStore:
+            address: Optional[str] = None, workers: Optional[int] = None,
+            checksum: str = "xxh3") -> ActivationStore:
     """Capture activations of ``layers`` of ``model`` over ``dataset`` into a store at ``out``.
 
     Args:
@@ -95,6 +96,9 @@ def capture(model, dataset, layers, pool: str = "none", out=None, batch_size: in
             one and shut it down at the end).
         workers: with ``backend="ray"``, how many parts to capture at once (default: the
             cluster's GPUs, else its CPUs).
+        checksum: each shard's checksum, ``"xxh3"`` (xxh3_128: fast, catches damage) or
+            ``"sha256"`` (cryptographic, readable by older actclust); a resumed store
+            keeps the one it was started with (``docs/store-format.md``).
 
     Returns:
         The :class:`~actclust.ActivationStore` written to ``out``.
@@ -115,7 +119,8 @@ def capture(model, dataset, layers, pool: str = "none", out=None, batch_size: in
             dtype=dtype, max_length=max_length, exclude_special=exclude_special, limit=limit,
             shard_rows=shard_rows, resume=resume, overwrite=overwrite, progress=progress,
             text_column=text_column, labels=labels, tokenizer=tokenizer, verify=verify,
-            revision=revision, backend=backend, address=address, workers=workers)
+            revision=revision, backend=backend, address=address, workers=workers,
+            checksum=checksum)
     if out is not None and os.path.lexists(os.path.join(out, PARTS_DIR)):
         # A local run would start the store again from nothing: the parts' work is Ray's.
         raise ActclustError(f"{out} holds a capture in parts on Ray ({PARTS_DIR}); finish "
@@ -140,7 +145,7 @@ def capture(model, dataset, layers, pool: str = "none", out=None, batch_size: in
     layer_names, plan, shards, header = _planned(target, ds, layers, pool, max_length, dtype,
                                                  exclude_special, shard_rows)
     writer = StoreWriter(out, header, shards, layer_names, ds.docs, dtype,
-                         resume=resume, overwrite=overwrite, verify=verify)
+                         resume=resume, overwrite=overwrite, verify=verify, checksum=checksum)
     try:
         if not writer.complete:
             _run(target, ds, plan, writer, layer_names, pool, batch_size, dtype, progress,

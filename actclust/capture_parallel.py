@@ -54,7 +54,7 @@ def capture_parallel(model, dataset, layers, *, pool, out, batch_size, device, d
                      max_length, exclude_special, limit, shard_rows, resume, overwrite,
                      progress, text_column, labels, tokenizer, verify, revision,
                      backend="ray", address: Optional[str] = None,
-                     workers: Optional[int] = None) -> ActivationStore:
+                     workers: Optional[int] = None, checksum: str = "xxh3") -> ActivationStore:
     """:func:`actclust.capture` with ``backend="ray"`` (the arguments are its own)."""
     _check_settings(backend, address, workers, pool, dtype, out, batch_size=batch_size,
                     shard_rows=shard_rows, limit=limit, max_length=max_length)
@@ -70,7 +70,7 @@ def capture_parallel(model, dataset, layers, *, pool, out, batch_size, device, d
                         batch_size=batch_size, device=device, dtype=dtype,
                         max_length=planned["max_length"], exclude_special=exclude_special,
                         shard_rows=shard_rows, tokenizer=tokenizer, verify=verify,
-                        revision=revision)
+                        revision=revision, checksum=checksum)
         header = planned["header"]
         root.mkdir(parents=True, exist_ok=True)
         lock = StoreLock(root).acquire()

@@ -209,6 +209,9 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--overwrite", action="store_true", help="replace an existing store")
     p.add_argument("--verify", action="store_true",
                    help="with --resume: recompute the checksums of the finished shards first")
+    p.add_argument("--checksum", default="xxh3", choices=["xxh3", "sha256"],
+                   help="each shard's checksum: xxh3 (fast, the default) or sha256 "
+                   "(cryptographic, readable by older actclust)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--backend", default="local", choices=["local", "ray"],
                    help="local: this process; ray: contiguous parts of the documents on Ray "

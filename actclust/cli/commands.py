@@ -58,7 +58,7 @@ def cmd_capture(args) -> int:
                     resume=args.resume, overwrite=args.overwrite, progress=not args.quiet,
                     text_column=args.text_column, verify=args.verify,
                     revision=args.revision, backend=args.backend, address=args.address,
-                    workers=args.workers)
+                    workers=args.workers, checksum=args.checksum)
     print(f"wrote {len(store)} rows x {len(store.layers)} layers to {store.root}")
     return 0
 

@@ -154,3 +154,19 @@ def test_capture_from_array_inputs_of_a_plain_module(tmp_path):
     assert store.labels("group").tolist() == (np.arange(50) % 3).tolist()
     with pytest.raises(ActclustError, match="pool='mean' applies to token sequences"):
         actclust.capture(net, X, "fc2", pool="mean", out=tmp_path / "t")
+
+
+def test_the_shard_checksum_is_chosen_on_the_command_line(tmp_path):
+    import json
+
+    from actclust.cli import main
+
+    for checksum, field in (("sha256", "sha256"), ("xxh3", "xxh3_128")):
+        out = tmp_path / checksum
+        assert main(["capture", "--model", "digits-mlp", "--dataset", "digits",
+                     "--limit", "20", "--layers", "relu1", "--out", str(out), "--checksum", checksum,
+                     "--quiet"]) == 0
+        manifest = json.loads((out / "manifest.json").read_text())
+        assert manifest["checksum"] == field
+        assert all(field in shard for shard in manifest["layers"]["relu1"]["shards"])
+        assert main(["verify", str(out)]) == 0
