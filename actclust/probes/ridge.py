@@ -137,7 +137,7 @@ class RidgeProbe(ClassifierMixin, BaseEstimator):
     _parameter_constraints: dict = {
         "alpha": [Interval(Real, 0, None, closed="neither"), None],
         "alphas": ["array-like"],
-        "cv": [Interval(Integral, 2, None, closed="left")],
+        "cv": [Interval(Integral, 2, 100, closed="both")],  # fold ids are one byte a row
         "batch_size": [Interval(Integral, 1, None, closed="left")],
         "random_state": ["random_state"],
     }
@@ -219,6 +219,9 @@ def _fit(X, part, codes, n_classes, alphas, batch_size, choose: bool, extra=None
     n_folds = int(part.max()) + 1 if extra is None else extra
     n_parts = int(part.max()) + 1
     stats = _stats.accumulate(X, part, codes, n_parts, n_classes, batch_size, shift, bar)
+    if not all(np.isfinite(s.scatter).all() for s in stats):
+        raise ProbeInputError("X has NaN or inf values; drop or fill those rows before "
+                              "probing")
     cv_scores, best = None, 0
     if choose:
         models = {}

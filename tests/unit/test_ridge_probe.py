@@ -175,3 +175,14 @@ def test_bad_input_is_one_clear_error():
         RidgeProbe(alpha=1.0).fit(bad, y)
     with pytest.raises(ProbeInputError, match="expecting 6 features"):
         RidgeProbe(alpha=1.0).fit(X, y).predict(X[:, :3])
+
+
+def test_a_non_finite_row_deep_in_a_streamed_layer_is_one_clear_error(tmp_path):
+    X, y = _classes(n=6_000)
+    store = from_arrays(tmp_path / "s", {"h": X.astype(np.float32)},
+                        pd.DataFrame({"doc_id": np.arange(6_000)}), progress=False)
+    shard = np.load(next((tmp_path / "s" / "layers").rglob("*.npy")), mmap_mode="r+")
+    shard[4_500, 2] = np.inf  # damage on disk, past the first rows the probe checks up front
+    shard.flush()
+    with pytest.raises(ProbeInputError, match="NaN or inf"):
+        RidgeProbe(alpha=1.0, batch_size=1_000).fit(store.layer("h"), y)
