@@ -15,7 +15,8 @@ batch by batch), runs
   streamed from the layer, the control task, kNN purity and the self-probe score), and
 * ``actclust report STORE`` (maps, dashboards and the concepts section, on samples),
 
-and reads each child's peak resident memory from ``getrusage``. Targets at ten million
+and reads each child's peak resident memory (``VmHWM``; ``getrusage`` would report the
+parent's peak from before the child started, when the parent wrote the store). Targets at ten million
 rows: peak RSS <= 2 GB, compare of one layer <= 5 min.
 Last line: ``rows=... store_gb=... peak_rss_gb=... compare_s=... report_s=...``.
 
@@ -56,7 +57,11 @@ from actclust.cli import main
 start = time.perf_counter()
 code = main(sys.argv[2:])
 seconds = time.perf_counter() - start
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+try:  # this process's own high-water mark: ru_maxrss keeps the parent's from before exec
+    status = open("/proc/self/status").read()
+    peak = int(status.split("VmHWM:")[1].split()[0]) / 2**20
+except (OSError, IndexError):
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 print(json.dumps({"exit": code, "seconds": seconds, "peak_rss_gb": peak}))
 """
 
