@@ -117,6 +117,17 @@ def _check_two_classes(y: np.ndarray, where: str = "y") -> None:
                               f"of at least two classes")
 
 
+def _fitted_features(probe, X, fitted_attribute: str) -> np.ndarray:
+    """``X`` checked for a fitted probe: features as in :func:`_as_features`, as many as
+    the probe was fitted on."""
+    check_is_fitted(probe, fitted_attribute)
+    X = _as_features(X)
+    if X.shape[1] != probe.n_features_in_:
+        raise ProbeInputError(f"X has {X.shape[1]} features, but {type(probe).__name__} is "
+                              f"expecting {probe.n_features_in_} features as input")
+    return X
+
+
 def _group_codes(groups, n_rows: int, what: str = "groups") -> np.ndarray:
     """Integer codes 0..k-1 for any hashable group values (strings, ints, mixed)."""
     values = _as_labels(groups, n_rows, what)
@@ -257,12 +268,7 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
         return self
 
     def _checked(self, X) -> np.ndarray:
-        check_is_fitted(self, "pipeline_")
-        X = _as_features(X)
-        if X.shape[1] != self.n_features_in_:
-            raise ProbeInputError(f"X has {X.shape[1]} features, but LinearProbe is expecting "
-                                  f"{self.n_features_in_} features as input")
-        return X
+        return _fitted_features(self, X, "pipeline_")
 
     def predict(self, X) -> np.ndarray:
         """The predicted label of every row.

@@ -31,12 +31,12 @@ import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils._param_validation import Interval
-from sklearn.utils.validation import check_is_fitted
 
 from .._util.codes import factorize
 from . import _stats
 from .linear import (ProbeInputError, _as_features, _as_labels, _check_two_classes,
-                     _group_codes, control_codes, held_out_rows)
+                     _fitted_features, _group_codes, control_codes,
+                     held_out_rows)
 
 __all__ = ["RidgeProbe", "ridge_probe_scores", "DEFAULT_ALPHAS"]
 
@@ -192,11 +192,7 @@ class RidgeProbe(ClassifierMixin, BaseEstimator):
 
     def decision_function(self, X) -> np.ndarray:
         """One score per class: ``X @ coef_.T + intercept_``."""
-        check_is_fitted(self, "coef_")
-        X = _as_features(X)
-        if X.shape[1] != self.n_features_in_:
-            raise ProbeInputError(f"X has {X.shape[1]} features, but RidgeProbe is expecting "
-                                  f"{self.n_features_in_} features as input")
+        X = _fitted_features(self, X, "coef_")
         return X @ self.coef_.T + self.intercept_
 
     def predict(self, X) -> np.ndarray:
