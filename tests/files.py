@@ -26,3 +26,19 @@ def snapshot(root: Path) -> dict:
             else:
                 found[rel] = ("other", os.lstat(path).st_mode)
     return found
+
+
+def one_shard_store(root, layer: str, X, rows, docs, doc_stop=None):
+    """A store of one shard written through the store's own writer, which keeps the rows'
+    order and the documents' ids as given (``doc_stop``: the documents planned, default
+    all of ``docs``)."""
+    from actclust import ActivationStore
+    from actclust.store.writer import StoreWriter
+
+    plan = [{"index": 0, "doc_start": 0, "doc_stop": doc_stop or len(docs), "rows": len(X)}]
+    with StoreWriter(root, {"model": {"name": "toy"}}, plan, [layer], docs, "float32") as w:
+        w.begin_shard(plan[0])
+        w.append({layer: X}, rows)
+        w.commit_shard()
+        w.finalize()
+    return ActivationStore(root)

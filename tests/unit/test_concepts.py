@@ -6,13 +6,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from actclust import ActivationStore
 from actclust._util.schema import RESULT_COLUMNS
 from actclust.cli import main
 from actclust.concepts import (align, choose_label_columns, coherence, concept_table,
                                in_context, novel_candidates, summarise, to_results)
 from actclust.errors import ActclustError
-from actclust.store.writer import StoreWriter
+from tests.files import one_shard_store
 
 LAYER = "blocks.0.hook_out"
 
@@ -205,13 +204,7 @@ SPREAD = [0.5, 0.5, 0.2, 1.5]  # blob 2 (ah/oh/uh) is the tightest, blob 3 the b
 
 
 def write_store(root, X, rows, docs):
-    plan = [{"index": 0, "doc_start": 0, "doc_stop": len(docs), "rows": len(X)}]
-    with StoreWriter(root, {"model": {"name": "toy"}}, plan, [LAYER], docs, "float32") as w:
-        w.begin_shard(plan[0])
-        w.append({LAYER: X}, rows)
-        w.commit_shard()
-        w.finalize()
-    return ActivationStore(root)
+    return one_shard_store(root, LAYER, X, rows, docs)
 
 
 @pytest.fixture(scope="module")

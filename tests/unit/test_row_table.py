@@ -14,7 +14,7 @@ from actclust import ActivationStore
 from actclust.errors import ActclustError
 from actclust.store import from_arrays
 from actclust.store.row_table import RowTable
-from actclust.store.writer import StoreWriter
+from tests.files import one_shard_store
 from tests.unit.test_concepts import token_store  # noqa: F401  (a fixture)
 
 LAYER = "h"
@@ -37,14 +37,7 @@ def same_values(a, b) -> bool:
 def write(root, rows, docs, n_docs_planned=None) -> ActivationStore:
     """A store through the writer itself, which keeps the rows' order and the docs' ids."""
     X = np.arange(len(rows) * 2, dtype=np.float32).reshape(len(rows), 2)
-    plan = [{"index": 0, "doc_start": 0, "doc_stop": n_docs_planned or len(docs),
-             "rows": len(rows)}]
-    with StoreWriter(root, {"model": {"name": "toy"}}, plan, [LAYER], docs, "float32") as w:
-        w.begin_shard(plan[0])
-        w.append({LAYER: X}, rows)
-        w.commit_shard()
-        w.finalize()
-    return ActivationStore(root)
+    return one_shard_store(root, LAYER, X, rows, docs, doc_stop=n_docs_planned)
 
 
 @pytest.fixture(scope="module")
