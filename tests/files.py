@@ -42,3 +42,18 @@ def one_shard_store(root, layer: str, X, rows, docs, doc_stop=None):
         w.commit_shard()
         w.finalize()
     return ActivationStore(root)
+
+
+def write_shards(writer, data: dict, shards, rows_per_doc: int) -> None:
+    """Write ``shards`` of a plan whose documents each hold ``rows_per_doc`` rows of every
+    layer in ``data`` (layer name -> all its rows)."""
+    import numpy as np
+    import pandas as pd
+
+    for shard in shards:
+        writer.begin_shard(shard)
+        lo, hi = shard["doc_start"] * rows_per_doc, shard["doc_stop"] * rows_per_doc
+        rows = pd.DataFrame({"doc_id": np.repeat(np.arange(shard["doc_start"],
+                                                           shard["doc_stop"]), rows_per_doc)})
+        writer.append({name: layer[lo:hi] for name, layer in data.items()}, rows)
+        writer.commit_shard()

@@ -14,6 +14,7 @@ from actclust.errors import ActclustError
 from actclust.store import StoreWriter, verify_store
 from actclust.store import format as fmt
 from actclust.sweep.cells import digest, layer_fingerprint
+from tests.files import write_shards
 
 LAYERS = ["a", "b"]
 ROWS_PER_DOC = 2
@@ -32,13 +33,7 @@ DATA = {name: np.random.default_rng(i).normal(size=(12, 4)).astype(np.float32)
 
 
 def write(writer, shards):
-    for shard in shards:
-        writer.begin_shard(shard)
-        lo, hi = shard["doc_start"] * ROWS_PER_DOC, shard["doc_stop"] * ROWS_PER_DOC
-        rows = pd.DataFrame({"doc_id": np.repeat(np.arange(shard["doc_start"],
-                                                           shard["doc_stop"]), ROWS_PER_DOC)})
-        writer.append({name: DATA[name][lo:hi] for name in LAYERS}, rows)
-        writer.commit_shard()
+    write_shards(writer, DATA, shards, ROWS_PER_DOC)
 
 
 def store(root, done=None, **kwargs):

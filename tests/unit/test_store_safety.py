@@ -18,7 +18,7 @@ from actclust.errors import ActclustError
 from actclust.store import ShardWriter, StoreWriter, verify_store
 from actclust.store.lock import StoreLock
 from tests.unit.test_store import LAYERS, make_store
-from tests.files import snapshot
+from tests.files import snapshot, write_shards
 
 ROWS_PER_DOC = 3
 
@@ -38,13 +38,7 @@ def layer_data(n_docs=10, dim=5, seed=0):
 
 
 def write(writer, data, shards):
-    for shard in shards:
-        writer.begin_shard(shard)
-        lo, hi = shard["doc_start"] * ROWS_PER_DOC, shard["doc_stop"] * ROWS_PER_DOC
-        rows = pd.DataFrame({"doc_id": np.repeat(np.arange(shard["doc_start"],
-                                                           shard["doc_stop"]), ROWS_PER_DOC)})
-        writer.append({name: data[name][lo:hi] for name in LAYERS}, rows)
-        writer.commit_shard()
+    write_shards(writer, {name: data[name] for name in LAYERS}, shards, ROWS_PER_DOC)
 
 
 def interrupted(root, done=1, data=None):
